@@ -1,0 +1,1 @@
+//! W3C Trace Context propagation (placeholder; being written).
