@@ -1,0 +1,188 @@
+//! The pass-through response body shared by the server and client layers: it counts the
+//! bytes that really pass, and ends the request's telemetry exactly once, on whichever way
+//! the body ends first.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::server::record::ServerRecord;
+
+pin_project! {
+    /// The response body of [`Otel`](crate::server::Otel) and
+    /// [`OtelClient`](crate::client::OtelClient): the inner body, untouched, with the same
+    /// `Data` and `Error` types and the same `size_hint` and `is_end_stream`.
+    ///
+    /// It ends the request's span and records its metrics when the body ends: at its last
+    /// frame, at trailers, on an error, or when it is dropped before that (the peer went
+    /// away). See [When telemetry is recorded](crate#when-telemetry-is-recorded).
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        guard: BodyGuard,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// A body that records nothing: the request was filtered out, or telemetry is off.
+    pub(crate) fn passthrough(inner: B) -> Self {
+        Self {
+            inner,
+            guard: BodyGuard {
+                record: None,
+                bytes: 0,
+                expected: None,
+                bodiless: false,
+            },
+        }
+    }
+
+    /// Wraps `inner`; `expected` is the declared length, `bodiless` says that the protocol
+    /// sends no body whatever the body holds (HEAD, 204, 304), so being dropped unread is
+    /// not an abort.
+    pub(crate) fn new(inner: B, record: Record, expected: Option<u64>, bodiless: bool) -> Self
+    where
+        B: Body,
+    {
+        let mut guard = BodyGuard {
+            record: Some(record),
+            bytes: 0,
+            expected,
+            bodiless,
+        };
+        // A consumer that sees an empty body may never poll it.
+        if inner.is_end_stream() {
+            guard.finish(BodyEnd::Complete);
+        }
+        Self { inner, guard }
+    }
+
+    /// Consumes `self`, returning the inner body. The telemetry ends now, as if the body
+    /// had been dropped.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let Some(record) = &this.guard.record else {
+            return this.inner.poll_frame(cx);
+        };
+        // User code may run while the body is produced (a stream): let it see the span.
+        let _attached = record.context().map(|cx| cx.clone().attach());
+        let result = this.inner.as_mut().poll_frame(cx);
+        match &result {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.guard.bytes += bytes::Buf::remaining(data) as u64;
+                    // hyper stops polling once the body says it is done.
+                    if this.inner.is_end_stream() {
+                        this.guard.finish(BodyEnd::Complete);
+                    }
+                } else if frame.is_trailers() {
+                    this.guard.finish(BodyEnd::Complete);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this
+                .guard
+                .finish(BodyEnd::Error(std::any::type_name::<B::Error>())),
+            Poll::Ready(None) => this.guard.finish(BodyEnd::Complete),
+        }
+        result
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("bytes", &self.guard.bytes)
+            .field("recording", &self.guard.record.is_some())
+            .finish()
+    }
+}
+
+/// How a response body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyEnd {
+    /// All of it was produced (end of stream, trailers, or the declared length).
+    Complete,
+    /// The body failed; the `error.type` is the error's type name.
+    Error(&'static str),
+    /// Dropped before the end: the peer went away, or the consumer gave up.
+    Aborted,
+}
+
+/// The per-request state of whichever side made the body.
+pub(crate) enum Record {
+    Server(ServerRecord),
+}
+
+impl Record {
+    fn context(&self) -> Option<&opentelemetry::Context> {
+        match self {
+            Self::Server(r) => r.context(),
+        }
+    }
+
+    fn finish(self, end: BodyEnd, bytes: u64) {
+        match self {
+            Self::Server(r) => r.finish_body(end, bytes),
+        }
+    }
+}
+
+/// Owns the record outside the pinned body so that `Drop` needs no `PinnedDrop`, and
+/// finishes it exactly once (`Option::take`).
+struct BodyGuard {
+    record: Option<Record>,
+    bytes: u64,
+    expected: Option<u64>,
+    bodiless: bool,
+}
+
+impl BodyGuard {
+    fn finish(&mut self, end: BodyEnd) {
+        if let Some(record) = self.record.take() {
+            record.finish(end, self.bytes);
+        }
+    }
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        if self.record.is_none() {
+            return;
+        }
+        // A stream sent with a Content-Length never says it ended: hyper drops it once
+        // the declared length went out. HEAD, 204 and 304 bodies are never polled.
+        let end = if self.bodiless || self.expected == Some(self.bytes) {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Aborted
+        };
+        self.finish(end);
+    }
+}

@@ -1,0 +1,1 @@
+//! The client layer (in progress).

@@ -1,0 +1,412 @@
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Histogram, Meter, MeterProvider, UpDownCounter};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry::StringValue;
+use tower_layer::Layer;
+
+use super::Otel;
+use crate::attributes::{self, CapturedHeader, KnownMethods};
+use crate::semconv;
+use crate::telemetry::{MeterChoice, Propagation, TracerChoice};
+
+/// A [`Layer`] that gives an HTTP server SERVER spans and request metrics, following the
+/// OpenTelemetry HTTP semantic conventions.
+///
+/// `OtelLayer::new()` uses the global tracer provider, meter provider and propagator,
+/// **as they are when it is built**: install the SDK first. [`OtelLayer::builder`] takes
+/// explicit providers and options. The tracer, the meter and its instruments are made once
+/// here, and shared by every service the layer makes (axum calls `layer` once per route).
+///
+/// See the [module docs](crate::server) for examples.
+#[derive(Clone)]
+pub struct OtelLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl OtelLayer {
+    /// A layer with the global providers and the default options.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a layer with explicit providers or options.
+    pub fn builder() -> OtelLayerBuilder {
+        OtelLayerBuilder::default()
+    }
+}
+
+impl Default for OtelLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for OtelLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for OtelLayer {
+    type Service = Otel<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Otel {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+type RequestPredicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+type SpanNamer = Arc<dyn Fn(&str, Option<&str>) -> String + Send + Sync>;
+
+/// Builds an [`OtelLayer`]; made by [`OtelLayer::builder`].
+///
+/// Every option has a default that follows the conventions; see the [module
+/// docs](crate::server) for examples.
+pub struct OtelLayerBuilder {
+    tracer: TracerChoice,
+    meter: MeterChoice,
+    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    config: Config,
+}
+
+impl Default for OtelLayerBuilder {
+    fn default() -> Self {
+        Self {
+            tracer: TracerChoice::Global,
+            meter: MeterChoice::Global,
+            propagator: None,
+            config: Config {
+                filter: None,
+                span_name: None,
+                public_endpoint: None,
+                request_headers: Arc::new([]),
+                response_headers: Arc::new([]),
+                known_methods: KnownMethods::from_env(),
+                sensitive_query_keys: semconv::SENSITIVE_QUERY_KEYS
+                    .iter()
+                    .map(|k| Cow::Borrowed(*k))
+                    .collect(),
+                trust_forwarded: false,
+                scheme: None,
+                server_address_on_metrics: false,
+                active_requests: false,
+                body_size_metrics: true,
+            },
+        }
+    }
+}
+
+impl OtelLayerBuilder {
+    /// Makes spans with this provider's tracer instead of the global one.
+    pub fn tracer_provider<P, T, S>(mut self, provider: &P) -> Self
+    where
+        S: opentelemetry::trace::Span + Send + Sync + 'static,
+        T: opentelemetry::trace::Tracer<Span = S> + Send + Sync + 'static,
+        P: TracerProvider<Tracer = T>,
+    {
+        self.tracer = TracerChoice::explicit(provider);
+        self
+    }
+
+    /// Makes no spans (the context is still propagated if a propagator is installed).
+    pub fn without_traces(mut self) -> Self {
+        self.tracer = TracerChoice::Disabled;
+        self
+    }
+
+    /// Records metrics with this provider's meter instead of the global one.
+    pub fn meter_provider<P: MeterProvider>(mut self, provider: &P) -> Self {
+        self.meter = MeterChoice::explicit(provider);
+        self
+    }
+
+    /// Records no metrics.
+    pub fn without_metrics(mut self) -> Self {
+        self.meter = MeterChoice::Disabled;
+        self
+    }
+
+    /// Reads the incoming context with this propagator. By default the global propagator
+    /// is used, or, when none is installed, this crate's strict
+    /// [`TraceContextPropagator`](crate::propagation::TraceContextPropagator).
+    pub fn propagator<P>(mut self, propagator: P) -> Self
+    where
+        P: TextMapPropagator + Send + Sync + 'static,
+    {
+        self.propagator = Some(Arc::new(propagator));
+        self
+    }
+
+    /// Records only the requests for which `filter` returns `true`; the others pass
+    /// through with no span and no metrics (e.g. health checks).
+    ///
+    /// ```
+    /// # use tower_otel_http::OtelLayer;
+    /// let layer = OtelLayer::builder()
+    ///     .filter(|req| req.uri.path() != "/health")
+    ///     .build();
+    /// ```
+    pub fn filter<F>(mut self, filter: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config.filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Names spans with `namer(method, route)` instead of `{method} {route}`. `method` is
+    /// `http.request.method`, or `HTTP` for an unknown method; `route` is the
+    /// [`HttpRoute`](crate::HttpRoute) if known. It is called again if the route is only
+    /// learned from the response. Do not put the raw path in the name.
+    pub fn span_name<F>(mut self, namer: F) -> Self
+    where
+        F: Fn(&str, Option<&str>) -> String + Send + Sync + 'static,
+    {
+        self.config.span_name = Some(Arc::new(namer));
+        self
+    }
+
+    /// For internet-facing edges: start every server span as a new trace root, linked to
+    /// the incoming context instead of being its child, so callers cannot join or sample
+    /// your traces.
+    pub fn public_endpoint(mut self, public: bool) -> Self {
+        self.config.public_endpoint =
+            public.then(|| Arc::new(|_: &Parts| true) as RequestPredicate);
+        self
+    }
+
+    /// As [`public_endpoint`](Self::public_endpoint), for the requests where `predicate`
+    /// returns `true`.
+    pub fn public_endpoint_fn<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config.public_endpoint = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Records these request headers as `http.request.header.<name>` (a string array,
+    /// one element per field). Capture no secrets.
+    pub fn request_headers<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.config.request_headers = attributes::capture_list(semconv::HTTP_REQUEST_HEADER, names);
+        self
+    }
+
+    /// Records these response headers as `http.response.header.<name>`.
+    pub fn response_headers<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.config.response_headers =
+            attributes::capture_list(semconv::HTTP_RESPONSE_HEADER, names);
+        self
+    }
+
+    /// Replaces the methods recorded as themselves (others are `_OTHER`). The default is
+    /// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` if set, else the RFC 9110 methods plus
+    /// PATCH and QUERY. Case-sensitive.
+    pub fn known_methods<I, M>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>,
+    {
+        self.config.known_methods = KnownMethods::custom(methods);
+        self
+    }
+
+    /// Replaces the query keys whose values are recorded as `REDACTED` in `url.query`.
+    /// The default is every key the conventions have listed: `AWSAccessKeyId`,
+    /// `Signature`, `sig`, `X-Goog-Signature`, `X-Amz-Signature`, `X-Amz-Credential`,
+    /// `X-Amz-Security-Token`.
+    pub fn sensitive_query_keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Cow<'static, str>>,
+    {
+        self.config.sensitive_query_keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Trusts `Forwarded` and `X-Forwarded-For`/`-Proto`/`-Host` for `client.address`,
+    /// `url.scheme` and `server.address`. Off by default: anyone can send these headers;
+    /// turn it on only behind a proxy that sets them.
+    pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
+        self.config.trust_forwarded = trust;
+        self
+    }
+
+    /// The `url.scheme` of requests whose URI has none (HTTP/1 origin-form), e.g.
+    /// `"https"` for a TLS listener. Default `"http"`.
+    pub fn scheme(mut self, scheme: impl AsRef<str>) -> Self {
+        self.config.scheme = Some(attributes::scheme_value(scheme.as_ref()));
+        self
+    }
+
+    /// Adds `server.address` and `server.port` to the metric attributes (opt-in: they come
+    /// from the `Host` header, which a client chooses, so one series per value).
+    pub fn server_address_on_metrics(mut self, enable: bool) -> Self {
+        self.config.server_address_on_metrics = enable;
+        self
+    }
+
+    /// Records `http.server.active_requests` (opt-in).
+    pub fn active_requests(mut self, enable: bool) -> Self {
+        self.config.active_requests = enable;
+        self
+    }
+
+    /// Records `http.server.request.body.size` and `http.server.response.body.size`
+    /// (on by default).
+    pub fn body_size_metrics(mut self, enable: bool) -> Self {
+        self.config.body_size_metrics = enable;
+        self
+    }
+
+    /// Builds the layer: resolves the tracer, meter and propagator, and creates the
+    /// instruments.
+    pub fn build(self) -> OtelLayer {
+        let tracer = self.tracer.resolve();
+        let metrics = self
+            .meter
+            .resolve()
+            .map(|meter| ServerMetrics::new(&meter, &self.config));
+        let propagation = Propagation::resolve(self.propagator, tracer.is_some());
+        let inert = tracer.is_none() && metrics.is_none() && propagation.is_off();
+        OtelLayer {
+            shared: Arc::new(Shared {
+                tracer,
+                metrics,
+                propagation,
+                config: self.config,
+                inert,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for OtelLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelLayerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a layer's services share, behind one `Arc`.
+pub(crate) struct Shared {
+    pub(crate) tracer: Option<BoxedTracer>,
+    pub(crate) metrics: Option<ServerMetrics>,
+    pub(crate) propagation: Propagation,
+    pub(crate) config: Config,
+    /// Nothing to do at all: no tracer, no meter, no propagator.
+    pub(crate) inert: bool,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("tracing", &self.tracer.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .field("propagation", &self.propagation)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+pub(crate) struct Config {
+    pub(crate) filter: Option<RequestPredicate>,
+    pub(crate) span_name: Option<SpanNamer>,
+    pub(crate) public_endpoint: Option<RequestPredicate>,
+    pub(crate) request_headers: Arc<[CapturedHeader]>,
+    pub(crate) response_headers: Arc<[CapturedHeader]>,
+    pub(crate) known_methods: KnownMethods,
+    pub(crate) sensitive_query_keys: Box<[Cow<'static, str>]>,
+    pub(crate) trust_forwarded: bool,
+    pub(crate) scheme: Option<StringValue>,
+    pub(crate) server_address_on_metrics: bool,
+    pub(crate) active_requests: bool,
+    pub(crate) body_size_metrics: bool,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("filter", &self.filter.is_some())
+            .field("span_name", &self.span_name.is_some())
+            .field("public_endpoint", &self.public_endpoint.is_some())
+            .field("request_headers", &self.request_headers)
+            .field("response_headers", &self.response_headers)
+            .field("known_methods", &self.known_methods)
+            .field("sensitive_query_keys", &self.sensitive_query_keys)
+            .field("trust_forwarded", &self.trust_forwarded)
+            .field("scheme", &self.scheme)
+            .field("server_address_on_metrics", &self.server_address_on_metrics)
+            .field("active_requests", &self.active_requests)
+            .field("body_size_metrics", &self.body_size_metrics)
+            .finish()
+    }
+}
+
+/// The server instruments, created once per layer.
+pub(crate) struct ServerMetrics {
+    pub(crate) duration: Histogram<f64>,
+    pub(crate) request_size: Option<Histogram<u64>>,
+    pub(crate) response_size: Option<Histogram<u64>>,
+    pub(crate) active: Option<UpDownCounter<i64>>,
+}
+
+impl ServerMetrics {
+    fn new(meter: &Meter, config: &Config) -> Self {
+        let size = |name: &'static str, description: &'static str| {
+            meter
+                .u64_histogram(name)
+                .with_unit("By")
+                .with_description(description)
+                .with_boundaries(semconv::BODY_SIZE_BUCKETS.to_vec())
+                .build()
+        };
+        Self {
+            duration: meter
+                .f64_histogram(semconv::HTTP_SERVER_REQUEST_DURATION)
+                .with_unit("s")
+                .with_description("Duration of HTTP server requests.")
+                .with_boundaries(semconv::DURATION_BUCKETS.to_vec())
+                .build(),
+            request_size: config.body_size_metrics.then(|| {
+                size(
+                    semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
+                    "Size of HTTP server request bodies.",
+                )
+            }),
+            response_size: config.body_size_metrics.then(|| {
+                size(
+                    semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
+                    "Size of HTTP server response bodies.",
+                )
+            }),
+            active: config.active_requests.then(|| {
+                meter
+                    .i64_up_down_counter(semconv::HTTP_SERVER_ACTIVE_REQUESTS)
+                    .with_unit("{request}")
+                    .with_description("Number of active HTTP server requests.")
+                    .build()
+            }),
+        }
+    }
+}

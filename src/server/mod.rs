@@ -1,0 +1,142 @@
+//! The server layer: a SERVER span and request metrics for every request.
+//!
+//! [`OtelLayer`] wraps any `tower::Service<http::Request<B>>` whose response is an
+//! `http::Response<B2>`: an axum `Router`, a hyper service through hyper-util, a tonic
+//! server. For each request it
+//!
+//! 1. extracts the caller's W3C `traceparent`/`tracestate` (or whatever the global
+//!    propagator reads);
+//! 2. starts a SERVER span, a child of that context, named `{method} {route}` and carrying
+//!    the request attributes of the HTTP semantic conventions;
+//! 3. makes the span's context current while the inner service is called and while its
+//!    future and the response body are polled, so spans made in handlers (with the
+//!    OpenTelemetry API, or `tracing` through tracing-opentelemetry) are its children;
+//! 4. ends the span, and records `http.server.request.duration` and the body-size
+//!    histograms, when the response body has been sent, fails or is dropped.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_otel_http::OtelLayer;
+//!
+//! // Install the SDK's providers first: `OtelLayer::new()` takes the globals as they are.
+//! let app: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { "a user" }))
+//!     .layer(OtelLayer::new());
+//! ```
+//!
+//! With the `axum` feature, the route template axum matched (`MatchedPath`) becomes
+//! `http.route`. For a hand-written hyper service, tag routes with
+//! [`HttpRoute`](crate::HttpRoute) and give the peer address with [`PeerAddr`]:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{service_fn, ServiceBuilder};
+//! use tower_otel_http::{HttpRoute, OtelLayer};
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(OtelLayer::new())
+//!     .service(service_fn(|req: Request<hyper::body::Incoming>| async move {
+//!         let mut res = Response::new(Full::new(Bytes::from("hello")));
+//!         if req.uri().path().starts_with("/users/") {
+//!             res.extensions_mut().insert(HttpRoute::from_static("/users/{id}"));
+//!         }
+//!         Ok::<_, Infallible>(res)
+//!     }));
+//! // Serve it with `hyper_util::service::TowerToHyperService::new(svc)`, inserting
+//! // `PeerAddr(remote_addr)` into each request's extensions for `client.address`.
+//! ```
+//!
+//! # Customised
+//!
+//! ```
+//! use opentelemetry_sdk::trace::SdkTracerProvider;
+//! use opentelemetry_sdk::metrics::SdkMeterProvider;
+//! use tower_otel_http::OtelLayer;
+//!
+//! let tracer_provider = SdkTracerProvider::builder().build();
+//! let meter_provider = SdkMeterProvider::builder().build();
+//! let layer = OtelLayer::builder()
+//!     .tracer_provider(&tracer_provider)
+//!     .meter_provider(&meter_provider)
+//!     .filter(|req| req.uri.path() != "/health")
+//!     .public_endpoint(true)
+//!     .request_headers(["x-request-id"])
+//!     .response_headers(["content-type"])
+//!     .active_requests(true)
+//!     .build();
+//! ```
+//!
+//! # What is recorded
+//!
+//! The span (kind SERVER):
+//!
+//! | attribute | when |
+//! |---|---|
+//! | `http.request.method` | always; `_OTHER` for a method outside the known set |
+//! | `http.request.method_original` | when it differs from `http.request.method` |
+//! | `url.path`, `url.scheme` | always (`url.scheme`: a trusted forwarded proto, the URI's scheme, the configured one, else `http`) |
+//! | `url.query` | when there is a query; sensitive values `REDACTED` |
+//! | `server.address`, `server.port` | from a trusted `X-Forwarded-Host`/`Forwarded`, the URI authority (HTTP/2 `:authority`), or `Host` |
+//! | `client.address` | a trusted forwarded client, else the peer's IP |
+//! | `network.peer.address`, `network.peer.port` | from [`PeerAddr`] or axum's `ConnectInfo<SocketAddr>` |
+//! | `user_agent.original` | when sent |
+//! | `network.protocol.version` | `1.0`, `1.1`, `2`, `3` |
+//! | `http.route` | when known (at start from the request, or late from the response) |
+//! | `http.request.header.<name>` / `http.response.header.<name>` | configured headers |
+//! | `http.response.status_code` | when a response was produced |
+//! | `error.type` | when the request failed (see below) |
+//!
+//! Status is `Error` for 5xx and failures, and left unset otherwise (4xx included).
+//!
+//! Metrics: `http.server.request.duration` (s; the conventions' buckets),
+//! `http.server.request.body.size` and `http.server.response.body.size` (By; on by
+//! default, off with [`OtelLayerBuilder::body_size_metrics`]), and, opt-in,
+//! `http.server.active_requests`. Their attributes are `http.request.method`,
+//! `url.scheme`, `http.response.status_code`, `http.route`, `error.type`,
+//! `network.protocol.version`, and opt-in `server.address`/`server.port`; never the
+//! path, query, client or user agent. The request body size is the body's exact size
+//! hint (hyper enforces a declared `Content-Length`); chunked request bodies of unknown
+//! length are not measured. The response body size counts the bytes that pass.
+//!
+//! # `error.type` values
+//!
+//! - `"500"` … `"599"`: the response status, for a 5xx response;
+//! - the inner service's error type name (`std::any::type_name`, e.g.
+//!   `std::io::error::Error`), when it returned `Err`;
+//! - the response body's error type name, when the body failed;
+//! - `request_cancelled`: the response future was dropped before the inner service
+//!   answered (the client went away, or an outer timeout fired);
+//! - `response_body_aborted`: the response body was dropped before its end;
+//! - `panic`: the inner service panicked while polled (seen while unwinding, e.g. under an
+//!   outer `CatchPanicLayer`; a `CatchPanicLayer` inside gives a 500 instead).
+//!
+//! # When the span ends and the metrics are recorded
+//!
+//! Exactly once, at the first of: the response body's last frame (or trailers, or an
+//! empty body at the start); a body error; the body dropped; the inner service's error;
+//! the response future dropped before a response. The duration metric equals the span's
+//! duration to the nanosecond.
+
+mod future;
+mod layer;
+pub(crate) mod record;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::{OtelLayer, OtelLayerBuilder};
+pub use service::Otel;
+
+/// The socket address of the peer of a connection, for `client.address`,
+/// `network.peer.address` and `network.peer.port`.
+///
+/// Insert it into each request's extensions where the connection is accepted (axum's
+/// `ConnectInfo<SocketAddr>` is read too, with the `axum` feature).
+///
+/// See the [module docs](crate::server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);

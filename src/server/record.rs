@@ -1,0 +1,396 @@
+//! The telemetry of one server request, from `call` to the end of its response body.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use opentelemetry::trace::{
+    Link, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
+
+use super::layer::Shared;
+use super::PeerAddr;
+use crate::attributes::{self, Attrs, MethodLabel};
+use crate::body::BodyEnd;
+use crate::semconv::*;
+use crate::HttpRoute;
+
+/// Why a request ended before its response body existed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Early {
+    /// The inner service returned this error type.
+    ServiceError(&'static str),
+    /// The response future was dropped before the inner service answered.
+    Cancelled,
+    /// The inner service panicked while it was polled.
+    Panic,
+}
+
+/// `error.type` of a response future dropped before the inner service answered.
+pub(crate) const ERROR_CANCELLED: &str = "request_cancelled";
+/// `error.type` of a response body dropped before its end.
+pub(crate) const ERROR_BODY_ABORTED: &str = "response_body_aborted";
+/// `error.type` of a request whose inner service panicked.
+pub(crate) const ERROR_PANIC: &str = "panic";
+
+pub(crate) struct ServerRecord {
+    shared: Arc<Shared>,
+    start: Instant,
+    /// The span's start time, when there is a span: the span and the duration metric
+    /// are measured from the same instant and end at the same instant.
+    span_start: Option<SystemTime>,
+    /// The request's context: the span, or only the propagated parent.
+    cx: Option<Context>,
+    method: MethodLabel,
+    scheme: StringValue,
+    version: Option<&'static str>,
+    route: Option<HttpRoute>,
+    /// `server.address`/`server.port` for the metrics, when opted in.
+    server_address: Option<(StringValue, Option<u16>)>,
+    request_body_size: Option<u64>,
+    status: Option<StatusCode>,
+    head: bool,
+}
+
+impl ServerRecord {
+    pub(crate) fn start<B: Body>(shared: &Arc<Shared>, req: &Request<B>, public: bool) -> Self {
+        let start = Instant::now();
+        let config = &shared.config;
+        let headers = req.headers();
+        let uri = req.uri();
+        let method = config.known_methods.label(req.method());
+        let forwarded = if config.trust_forwarded {
+            attributes::forwarded(headers)
+        } else {
+            attributes::Forwarded::default()
+        };
+        let scheme = match (forwarded.proto, uri.scheme_str(), &config.scheme) {
+            (Some(proto), _, _) => attributes::scheme_value(proto),
+            (None, Some(scheme), _) => attributes::scheme_value(scheme),
+            (None, None, Some(configured)) => configured.clone(),
+            (None, None, None) => StringValue::from("http"),
+        };
+        let route = HttpRoute::from_extensions(req.extensions());
+        let version = attributes::protocol_version(req.version());
+        let request_body_size = req.body().size_hint().exact();
+        let server_address = || {
+            forwarded
+                .host
+                .or_else(|| uri.authority().map(|a| a.as_str()))
+                .or_else(|| attributes::header_str(headers, &http::header::HOST))
+                .and_then(attributes::split_host_port)
+        };
+
+        let mut span_start = None;
+        let cx = match &shared.tracer {
+            Some(tracer) => {
+                let now = SystemTime::now();
+                span_start = Some(now);
+                let parent = shared.propagation.extract(headers);
+                let mut attrs = Vec::with_capacity(16);
+                attrs.push(KeyValue::new(
+                    HTTP_REQUEST_METHOD,
+                    Value::String(method.value.clone()),
+                ));
+                if let Some(original) = method.original(req.method()) {
+                    attrs.push(original);
+                }
+                attrs.push(KeyValue::new(
+                    URL_PATH,
+                    Value::String(attributes::owned(uri.path())),
+                ));
+                if let Some(query) = uri.query() {
+                    let query = attributes::redact_query(query, &config.sensitive_query_keys);
+                    attrs.push(KeyValue::new(
+                        URL_QUERY,
+                        Value::String(attributes::owned(&query)),
+                    ));
+                }
+                attrs.push(KeyValue::new(URL_SCHEME, Value::String(scheme.clone())));
+                if let Some((host, port)) = server_address() {
+                    attrs.push(KeyValue::new(
+                        SERVER_ADDRESS,
+                        Value::String(attributes::owned(host)),
+                    ));
+                    if let Some(port) = port {
+                        attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                    }
+                }
+                let peer = peer_addr(req.extensions());
+                match (forwarded.client, peer) {
+                    (Some(client), _) => attrs.push(KeyValue::new(
+                        CLIENT_ADDRESS,
+                        Value::String(attributes::owned(client)),
+                    )),
+                    (None, Some(peer)) => {
+                        attrs.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()))
+                    }
+                    (None, None) => {}
+                }
+                if let Some(peer) = peer {
+                    attrs.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+                    attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
+                }
+                if let Some(ua) = attributes::header_str(headers, &http::header::USER_AGENT) {
+                    attrs.push(KeyValue::new(
+                        USER_AGENT_ORIGINAL,
+                        Value::String(attributes::owned(ua)),
+                    ));
+                }
+                if let Some(version) = version {
+                    attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+                }
+                if let Some(route) = &route {
+                    attrs.push(KeyValue::new(HTTP_ROUTE, Value::String(route.value())));
+                }
+                attrs.extend(attributes::captured_headers(
+                    headers,
+                    &config.request_headers,
+                ));
+
+                let mut builder =
+                    SpanBuilder::from_name(span_name(shared, &method, route.as_ref()))
+                        .with_kind(SpanKind::Server)
+                        .with_start_time(now);
+                builder.attributes = Some(attrs);
+                let span = if public {
+                    let remote = parent.span().span_context().clone();
+                    if remote.is_valid() {
+                        builder.links = Some(vec![Link::with_context(remote)]);
+                    }
+                    tracer.build_with_context(builder, &Context::new())
+                } else {
+                    tracer.build_with_context(builder, &parent)
+                };
+                Some(parent.with_span(span))
+            }
+            // No tracer, but an installed propagator: pass the caller's context through.
+            None if !shared.propagation.is_off() => Some(shared.propagation.extract(headers)),
+            None => None,
+        };
+
+        let server_address = match &shared.metrics {
+            Some(_) if config.server_address_on_metrics => {
+                server_address().map(|(host, port)| (attributes::owned(host), port))
+            }
+            _ => None,
+        };
+        let record = Self {
+            shared: shared.clone(),
+            start,
+            span_start,
+            cx,
+            method,
+            scheme,
+            version,
+            route,
+            server_address,
+            request_body_size,
+            status: None,
+            head: req.method() == http::Method::HEAD,
+        };
+        if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
+            active.add(1, record.active_attributes().as_slice());
+        }
+        record
+    }
+
+    pub(crate) fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
+    }
+
+    fn span_cx(&self) -> Option<&Context> {
+        self.span_start.and(self.cx.as_ref())
+    }
+
+    /// The response arrived: its status, a route learned late, captured headers.
+    pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
+        self.status = Some(res.status());
+        let late_route = match &self.route {
+            None => res.extensions().get::<HttpRoute>().cloned(),
+            Some(_) => None,
+        };
+        if let Some(route) = &late_route {
+            self.route = Some(route.clone());
+        }
+        let Some(cx) = self.span_cx() else {
+            return;
+        };
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            HTTP_RESPONSE_STATUS_CODE,
+            i64::from(res.status().as_u16()),
+        ));
+        if let Some(route) = &late_route {
+            span.set_attribute(KeyValue::new(HTTP_ROUTE, Value::String(route.value())));
+            span.update_name(span_name(&self.shared, &self.method, Some(route)));
+        }
+        if !self.shared.config.response_headers.is_empty() {
+            span.set_attributes(attributes::captured_headers(
+                res.headers(),
+                &self.shared.config.response_headers,
+            ));
+        }
+    }
+
+    /// The declared length of the response body, to tell a finished stream from an
+    /// aborted one when it is dropped.
+    pub(crate) fn expected_body_len<B: Body>(&self, res: &Response<B>) -> Option<u64> {
+        res.body().size_hint().exact().or_else(|| {
+            attributes::header_str(res.headers(), &http::header::CONTENT_LENGTH)?
+                .parse()
+                .ok()
+        })
+    }
+
+    /// HEAD, 1xx, 204 and 304 responses carry no body on the wire.
+    pub(crate) fn bodiless(&self) -> bool {
+        self.head
+            || self.status.is_some_and(|s| {
+                s.is_informational() || s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED
+            })
+    }
+
+    pub(crate) fn finish_body(self, end: BodyEnd, bytes: u64) {
+        let (error, description) = match end {
+            BodyEnd::Complete => (None, ""),
+            BodyEnd::Error(type_name) => (Some(type_name), "response body failed"),
+            BodyEnd::Aborted => (
+                Some(ERROR_BODY_ABORTED),
+                "response body dropped before its end",
+            ),
+        };
+        self.finish(error, description, Some(bytes));
+    }
+
+    pub(crate) fn finish_early(self, why: Early) {
+        let (error, description) = match why {
+            Early::ServiceError(type_name) => (type_name, "service returned an error"),
+            Early::Cancelled => (ERROR_CANCELLED, "request cancelled before a response"),
+            Early::Panic => (ERROR_PANIC, "service panicked"),
+        };
+        self.finish(Some(error), description, None);
+    }
+
+    fn finish(
+        self,
+        error: Option<&'static str>,
+        description: &'static str,
+        response_bytes: Option<u64>,
+    ) {
+        let elapsed = self.start.elapsed();
+        let server_error = self.status.filter(|s| s.is_server_error());
+        let error_type =
+            error.or_else(|| server_error.map(|s| attributes::status_code_str(s.as_u16())));
+
+        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
+            let span = cx.span();
+            if let Some(error_type) = error_type {
+                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                // A 5xx explains itself; other failures say what happened.
+                span.set_status(Status::error(if error.is_some() {
+                    description
+                } else {
+                    ""
+                }));
+            }
+            // Ended explicitly: a context cloned into a spawned task must not keep it open.
+            span.end_with_timestamp(span_start + elapsed);
+        }
+
+        let Some(metrics) = &self.shared.metrics else {
+            return;
+        };
+        let mut attrs = Attrs::<8>::new();
+        attrs.push(KeyValue::new(
+            HTTP_REQUEST_METHOD,
+            Value::String(self.method.value.clone()),
+        ));
+        attrs.push(KeyValue::new(
+            URL_SCHEME,
+            Value::String(self.scheme.clone()),
+        ));
+        if let Some(status) = self.status {
+            attrs.push(KeyValue::new(
+                HTTP_RESPONSE_STATUS_CODE,
+                i64::from(status.as_u16()),
+            ));
+        }
+        if let Some(route) = &self.route {
+            attrs.push(KeyValue::new(HTTP_ROUTE, Value::String(route.value())));
+        }
+        if let Some(error_type) = error_type {
+            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
+        }
+        if let Some(version) = self.version {
+            attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+        }
+        self.push_server_address(&mut attrs);
+        let attrs = attrs.as_slice();
+        metrics.duration.record(elapsed.as_secs_f64(), attrs);
+        if let (Some(h), Some(size)) = (&metrics.request_size, self.request_body_size) {
+            h.record(size, attrs);
+        }
+        if let (Some(h), Some(size)) = (&metrics.response_size, response_bytes) {
+            h.record(size, attrs);
+        }
+        if let Some(active) = &metrics.active {
+            active.add(-1, self.active_attributes().as_slice());
+        }
+    }
+
+    /// The attributes of `http.server.active_requests`: the same at +1 and -1, so the
+    /// series returns to zero.
+    fn active_attributes(&self) -> Attrs<4> {
+        let mut attrs = Attrs::<4>::new();
+        attrs.push(KeyValue::new(
+            HTTP_REQUEST_METHOD,
+            Value::String(self.method.value.clone()),
+        ));
+        attrs.push(KeyValue::new(
+            URL_SCHEME,
+            Value::String(self.scheme.clone()),
+        ));
+        self.push_server_address(&mut attrs);
+        attrs
+    }
+
+    fn push_server_address<const N: usize>(&self, attrs: &mut Attrs<N>) {
+        if let Some((host, port)) = &self.server_address {
+            attrs.push(KeyValue::new(SERVER_ADDRESS, Value::String(host.clone())));
+            if let Some(port) = port {
+                attrs.push(KeyValue::new(SERVER_PORT, i64::from(*port)));
+            }
+        }
+    }
+}
+
+fn span_name(
+    shared: &Shared,
+    method: &MethodLabel,
+    route: Option<&HttpRoute>,
+) -> Cow<'static, str> {
+    let route = route.map(HttpRoute::as_str);
+    match &shared.config.span_name {
+        Some(namer) => Cow::Owned(namer(method.span_name_part(), route)),
+        None => method.span_name(route),
+    }
+}
+
+/// The peer's socket address: our [`PeerAddr`], or axum's `ConnectInfo<SocketAddr>`.
+fn peer_addr(ext: &http::Extensions) -> Option<SocketAddr> {
+    if let Some(PeerAddr(addr)) = ext.get::<PeerAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(*addr);
+    }
+    None
+}

@@ -1,0 +1,85 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::layer::Shared;
+use super::record::ServerRecord;
+use super::ResponseFuture;
+use crate::ResponseBody;
+
+/// The service of [`OtelLayer`](super::OtelLayer): traces and measures each request to
+/// the inner service.
+///
+/// The response and error types are the inner service's, the body wrapped in a
+/// pass-through [`ResponseBody`]. Cloning costs one atomic increment.
+///
+/// See the [module docs](crate::server).
+#[derive(Clone)]
+pub struct Otel<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S> Otel<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
+impl<S: fmt::Debug> fmt::Debug for Otel<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Otel")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Otel<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: Body,
+    ResB: Body,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        if shared.inert {
+            return ResponseFuture::new(self.inner.call(req), None);
+        }
+        let config = &shared.config;
+        let mut public = false;
+        let req = if config.filter.is_some() || config.public_endpoint.is_some() {
+            let (parts, body) = req.into_parts();
+            let recorded = config.filter.as_ref().map_or(true, |f| f(&parts));
+            public = config.public_endpoint.as_ref().is_some_and(|p| p(&parts));
+            let req = Request::from_parts(parts, body);
+            if !recorded {
+                return ResponseFuture::new(self.inner.call(req), None);
+            }
+            req
+        } else {
+            req
+        };
+        let record = ServerRecord::start(shared, &req, public);
+        // Handlers that run inside `call` see the span too.
+        let future = match record.context() {
+            Some(cx) => {
+                let _attached = cx.clone().attach();
+                self.inner.call(req)
+            }
+            None => self.inner.call(req),
+        };
+        ResponseFuture::new(future, Some(record))
+    }
+}

@@ -1,0 +1,181 @@
+//! What is installed: the tracer, meter and propagator a layer uses, resolved once when
+//! the layer is built, and whether each is a no-op (so that a layer with nothing installed
+//! does nothing per request).
+
+use std::fmt;
+use std::sync::Arc;
+
+use opentelemetry::global::{self, BoxedTracer, ObjectSafeTracerProvider};
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider,
+};
+use opentelemetry::{Context, InstrumentationScope};
+
+use crate::propagation::{HeaderExtractor, HeaderInjector, TraceContextPropagator};
+use crate::semconv;
+
+/// The instrumentation scope of every tracer and meter this crate creates.
+pub(crate) fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_schema_url(semconv::SCHEMA_URL)
+        .build()
+}
+
+/// Which tracer a builder was given.
+pub(crate) enum TracerChoice {
+    Global,
+    Explicit(BoxedTracer),
+    Disabled,
+}
+
+impl TracerChoice {
+    pub(crate) fn explicit<P, T, S>(provider: &P) -> Self
+    where
+        S: opentelemetry::trace::Span + Send + Sync + 'static,
+        T: opentelemetry::trace::Tracer<Span = S> + Send + Sync + 'static,
+        P: TracerProvider<Tracer = T>,
+    {
+        Self::Explicit(BoxedTracer::new(provider.boxed_tracer(scope())))
+    }
+
+    /// The tracer to use, `None` if it would record nothing.
+    pub(crate) fn resolve(self) -> Option<BoxedTracer> {
+        let tracer = match self {
+            Self::Global => global::tracer_with_scope(scope()),
+            Self::Explicit(tracer) => tracer,
+            Self::Disabled => return None,
+        };
+        (!is_noop_tracer(&tracer)).then_some(tracer)
+    }
+}
+
+/// A tracer is a no-op when it makes no spans of its own: under a suppressed context
+/// with a remote parent, the API's no-op tracer hands back the parent's span context,
+/// while a real tracer (the SDK) returns an empty one — and records and exports nothing,
+/// since telemetry is suppressed. So this probe leaves no trace in any exporter.
+fn is_noop_tracer(tracer: &BoxedTracer) -> bool {
+    let parent = SpanContext::new(
+        TraceId::from_bytes([1; 16]),
+        SpanId::from_bytes([1; 8]),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::NONE,
+    );
+    let probe_cx = Context::new()
+        .with_remote_span_context(parent.clone())
+        .with_telemetry_suppressed();
+    let probe = tracer.build_with_context(SpanBuilder::from_name("probe"), &probe_cx);
+    !probe.is_recording() && probe.span_context() == &parent
+}
+
+/// Which meter a builder was given.
+pub(crate) enum MeterChoice {
+    Global,
+    Explicit { meter: Meter, noop: bool },
+    Disabled,
+}
+
+impl MeterChoice {
+    pub(crate) fn explicit<P: MeterProvider>(provider: &P) -> Self {
+        Self::Explicit {
+            meter: provider.meter_with_scope(scope()),
+            noop: std::mem::size_of::<P>() == 0,
+        }
+    }
+
+    /// The meter to use, `None` if it would record nothing.
+    pub(crate) fn resolve(self) -> Option<Meter> {
+        match self {
+            Self::Global => {
+                let provider = global::meter_provider();
+                // The API's `NoopMeterProvider` is the only zero-sized provider there is;
+                // every SDK provider holds its state behind a pointer.
+                if std::mem::size_of_val(&*provider) == 0 {
+                    return None;
+                }
+                Some(provider.meter_with_scope(scope()))
+            }
+            Self::Explicit { meter, noop } => (!noop).then_some(meter),
+            Self::Disabled => None,
+        }
+    }
+}
+
+/// How a layer reads and writes the trace context of a request's headers.
+#[derive(Clone)]
+pub(crate) enum Propagation {
+    /// Nothing to propagate: no tracer is installed and no propagator either.
+    Off,
+    /// This crate's strict W3C propagator (the global propagator was the no-op one).
+    Own(TraceContextPropagator),
+    /// The global propagator, read on each request.
+    Global,
+    /// A propagator given to the builder.
+    Custom(Arc<dyn TextMapPropagator + Send + Sync>),
+}
+
+impl Propagation {
+    /// The propagator to use when none was given: the global one if the application
+    /// installed one, else ours. `tracing` says whether a tracer records: with neither a
+    /// tracer nor an installed propagator there is nothing to do.
+    pub(crate) fn resolve(
+        explicit: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+        tracing: bool,
+    ) -> Self {
+        if let Some(p) = explicit {
+            return Self::Custom(p);
+        }
+        // The no-op propagator is the only one with no fields.
+        let installed = global::get_text_map_propagator(|p| p.fields().next().is_some());
+        match (installed, tracing) {
+            (true, _) => Self::Global,
+            (false, true) => Self::Own(TraceContextPropagator::new()),
+            (false, false) => Self::Off,
+        }
+    }
+
+    pub(crate) fn is_off(&self) -> bool {
+        matches!(self, Self::Off)
+    }
+
+    /// The context of an incoming request, built on the current one.
+    pub(crate) fn extract(&self, headers: &http::HeaderMap) -> Context {
+        let extractor = HeaderExtractor(headers);
+        Context::map_current(|cx| match self {
+            Self::Off => cx.clone(),
+            Self::Own(p) => p.extract_with_context(cx, &extractor),
+            Self::Global => {
+                global::get_text_map_propagator(|p| p.extract_with_context(cx, &extractor))
+            }
+            Self::Custom(p) => p.extract_with_context(cx, &extractor),
+        })
+    }
+
+    /// Writes `cx` into outgoing headers, replacing what the fields held.
+    pub(crate) fn inject(&self, cx: &Context, headers: &mut http::HeaderMap) {
+        let mut injector = HeaderInjector(headers);
+        match self {
+            Self::Off => {}
+            Self::Own(p) => p.inject_context(cx, &mut injector),
+            Self::Global => {
+                global::get_text_map_propagator(|p| p.inject_context(cx, &mut injector))
+            }
+            Self::Custom(p) => p.inject_context(cx, &mut injector),
+        }
+    }
+}
+
+impl fmt::Debug for Propagation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Off => "Off",
+            Self::Own(_) => "TraceContextPropagator",
+            Self::Global => "Global",
+            Self::Custom(_) => "Custom",
+        })
+    }
+}
