@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::client::record::ClientRecord;
 use crate::server::record::ServerRecord;
 
 pin_project! {
@@ -138,18 +139,21 @@ pub(crate) enum BodyEnd {
 /// The per-request state of whichever side made the body.
 pub(crate) enum Record {
     Server(ServerRecord),
+    Client(ClientRecord),
 }
 
 impl Record {
     fn context(&self) -> Option<&opentelemetry::Context> {
         match self {
             Self::Server(r) => r.context(),
+            Self::Client(r) => r.context(),
         }
     }
 
     fn finish(self, end: BodyEnd, bytes: u64) {
         match self {
             Self::Server(r) => r.finish_body(end, bytes),
+            Self::Client(r) => r.finish_body(end, bytes),
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod server;
 mod telemetry;
 
 pub use body::ResponseBody;
+pub use client::OtelClientLayer;
 pub use route::{HttpRoute, HttpRouteLayer, HttpRouteService, RouteFuture};
 pub use server::{OtelLayer, PeerAddr};

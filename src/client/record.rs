@@ -1,0 +1,361 @@
+//! The telemetry of one client request, from `call` to the end of its response body.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
+use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
+
+use super::layer::ClientShared;
+use super::{ResendCount, UrlTemplate};
+use crate::attributes::{self, Attrs, MethodLabel};
+use crate::body::BodyEnd;
+use crate::semconv::*;
+
+pub(crate) struct ClientRecord {
+    shared: Arc<ClientShared>,
+    start: Instant,
+    span_start: Option<SystemTime>,
+    /// The context holding the client span, when there is one.
+    cx: Option<Context>,
+    method: MethodLabel,
+    server_address: Option<StringValue>,
+    server_port: Option<u16>,
+    template: Option<UrlTemplate>,
+    request_body_size: Option<u64>,
+    status: Option<StatusCode>,
+    version: Option<&'static str>,
+}
+
+impl ClientRecord {
+    /// Starts the span and injects its context into the request's headers.
+    pub(crate) fn start<B: Body>(
+        shared: &Arc<ClientShared>,
+        req: Request<B>,
+    ) -> (Self, Request<B>) {
+        let request_body_size = req.body().size_hint().exact();
+        let (mut parts, body) = req.into_parts();
+        let record = Self::start_parts(shared, RequestParts::of(&mut parts), request_body_size);
+        (record, Request::from_parts(parts, body))
+    }
+
+    /// Starts from the parts of a request, for clients whose request is not an
+    /// `http::Request` (reqwest).
+    pub(crate) fn start_parts(
+        shared: &Arc<ClientShared>,
+        req: RequestParts<'_>,
+        request_body_size: Option<u64>,
+    ) -> Self {
+        let start = Instant::now();
+        let config = &shared.config;
+        let method = config.known_methods.label(req.method);
+        let host_header = attributes::header_str(req.headers, &http::header::HOST);
+        let authority = req.uri.authority().map(|a| a.as_str()).or(host_header);
+        let (server_address, server_port) = match authority.and_then(attributes::split_host_port) {
+            Some((host, port)) => (
+                Some(attributes::owned(host)),
+                port.or_else(|| default_port(req.uri)),
+            ),
+            None => (None, None),
+        };
+        let template = req.extensions.get::<UrlTemplate>().cloned();
+
+        let mut span_start = None;
+        let cx = match &shared.tracer {
+            Some(tracer) => {
+                let now = SystemTime::now();
+                span_start = Some(now);
+                let mut attrs = Vec::with_capacity(10);
+                attrs.push(KeyValue::new(
+                    HTTP_REQUEST_METHOD,
+                    Value::String(method.value.clone()),
+                ));
+                if let Some(original) = method.original(req.method) {
+                    attrs.push(original);
+                }
+                attrs.push(KeyValue::new(
+                    URL_FULL,
+                    url_full(req.uri, host_header, &config.sensitive_query_keys),
+                ));
+                if let Some(address) = &server_address {
+                    attrs.push(KeyValue::new(
+                        SERVER_ADDRESS,
+                        Value::String(address.clone()),
+                    ));
+                }
+                if let Some(port) = server_port {
+                    attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                }
+                if let Some(template) = &template {
+                    attrs.push(KeyValue::new(
+                        URL_TEMPLATE,
+                        Value::String(template.0.value()),
+                    ));
+                }
+                if let Some(ResendCount(n)) = req.extensions.get::<ResendCount>() {
+                    if *n > 0 {
+                        attrs.push(KeyValue::new(HTTP_REQUEST_RESEND_COUNT, i64::from(*n)));
+                    }
+                }
+                attrs.extend(attributes::captured_headers(
+                    req.headers,
+                    &config.request_headers,
+                ));
+                let name = method.span_name(template.as_ref().map(|t| t.0.as_str()));
+                let mut builder = SpanBuilder::from_name(name)
+                    .with_kind(SpanKind::Client)
+                    .with_start_time(now);
+                builder.attributes = Some(attrs);
+                let cx = Context::map_current(|parent| {
+                    let span = tracer.build_with_context(builder, parent);
+                    parent.with_span(span)
+                });
+                shared.propagation.inject(&cx, req.headers);
+                Some(cx)
+            }
+            None => {
+                // No spans: still pass the caller's context on, if a propagator is set.
+                Context::map_current(|cx| shared.propagation.inject(cx, req.headers));
+                None
+            }
+        };
+
+        let record = Self {
+            shared: shared.clone(),
+            start,
+            span_start,
+            cx,
+            method,
+            server_address,
+            server_port,
+            template,
+            request_body_size,
+            status: None,
+            version: None,
+        };
+        if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
+            active.add(1, record.active_attributes().as_slice());
+        }
+        record
+    }
+
+    pub(crate) fn context(&self) -> Option<&Context> {
+        None
+    }
+
+    pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
+        self.on_response_parts(res.status(), res.version(), res.headers());
+    }
+
+    /// The response arrived: its status, version and captured headers.
+    pub(crate) fn on_response_parts(
+        &mut self,
+        status: StatusCode,
+        version: http::Version,
+        headers: &http::HeaderMap,
+    ) {
+        self.status = Some(status);
+        self.version = attributes::protocol_version(version);
+        let Some(cx) = &self.cx else {
+            return;
+        };
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            HTTP_RESPONSE_STATUS_CODE,
+            i64::from(status.as_u16()),
+        ));
+        if let Some(version) = self.version {
+            span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+        }
+        if !self.shared.config.response_headers.is_empty() {
+            span.set_attributes(attributes::captured_headers(
+                headers,
+                &self.shared.config.response_headers,
+            ));
+        }
+    }
+
+    pub(crate) fn finish_body(self, end: BodyEnd, bytes: u64) {
+        match end {
+            // The caller chose to stop reading: not an error.
+            BodyEnd::Complete | BodyEnd::Aborted => self.finish(None, Some(bytes)),
+            BodyEnd::Error(type_name) => self.finish(Some(type_name), Some(bytes)),
+        }
+    }
+
+    /// Ends the span and records the metrics. `error` is the error type of a failure.
+    pub(crate) fn finish(self, error: Option<&'static str>, response_bytes: Option<u64>) {
+        let elapsed = self.start.elapsed();
+        let error_status = self
+            .status
+            .filter(|s| s.is_client_error() || s.is_server_error());
+        let error_type =
+            error.or_else(|| error_status.map(|s| attributes::status_code_str(s.as_u16())));
+
+        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
+            let span = cx.span();
+            if let Some(error_type) = error_type {
+                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                span.set_status(Status::error(if error.is_some() {
+                    "request failed"
+                } else {
+                    ""
+                }));
+            }
+            span.end_with_timestamp(span_start + elapsed);
+        }
+
+        let Some(metrics) = &self.shared.metrics else {
+            return;
+        };
+        let mut attrs = Attrs::<8>::new();
+        attrs.push(KeyValue::new(
+            HTTP_REQUEST_METHOD,
+            Value::String(self.method.value.clone()),
+        ));
+        self.push_server(&mut attrs);
+        if let Some(status) = self.status {
+            attrs.push(KeyValue::new(
+                HTTP_RESPONSE_STATUS_CODE,
+                i64::from(status.as_u16()),
+            ));
+        }
+        if let Some(error_type) = error_type {
+            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
+        }
+        if let Some(version) = self.version {
+            attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+        }
+        if let Some(template) = &self.template {
+            attrs.push(KeyValue::new(
+                URL_TEMPLATE,
+                Value::String(template.0.value()),
+            ));
+        }
+        let attrs = attrs.as_slice();
+        metrics.duration.record(elapsed.as_secs_f64(), attrs);
+        if let (Some(h), Some(size)) = (&metrics.request_size, self.request_body_size) {
+            h.record(size, attrs);
+        }
+        if let (Some(h), Some(size)) = (&metrics.response_size, response_bytes) {
+            h.record(size, attrs);
+        }
+        if let Some(active) = &metrics.active {
+            active.add(-1, self.active_attributes().as_slice());
+        }
+    }
+
+    fn push_server<const N: usize>(&self, attrs: &mut Attrs<N>) {
+        if let Some(address) = &self.server_address {
+            attrs.push(KeyValue::new(
+                SERVER_ADDRESS,
+                Value::String(address.clone()),
+            ));
+        }
+        if let Some(port) = self.server_port {
+            attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+        }
+    }
+
+    /// Identical at +1 and -1.
+    fn active_attributes(&self) -> Attrs<4> {
+        let mut attrs = Attrs::<4>::new();
+        attrs.push(KeyValue::new(
+            HTTP_REQUEST_METHOD,
+            Value::String(self.method.value.clone()),
+        ));
+        self.push_server(&mut attrs);
+        if let Some(template) = &self.template {
+            attrs.push(KeyValue::new(
+                URL_TEMPLATE,
+                Value::String(template.0.value()),
+            ));
+        }
+        attrs
+    }
+}
+
+/// The parts of an outgoing request the record reads, and the headers it writes.
+pub(crate) struct RequestParts<'a> {
+    pub(crate) method: &'a http::Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a mut http::HeaderMap,
+    pub(crate) extensions: &'a http::Extensions,
+}
+
+impl<'a> RequestParts<'a> {
+    pub(crate) fn of(parts: &'a mut http::request::Parts) -> Self {
+        Self {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &mut parts.headers,
+            extensions: &parts.extensions,
+        }
+    }
+}
+
+fn default_port(uri: &Uri) -> Option<u16> {
+    match uri.scheme_str() {
+        Some("https") | Some("wss") => Some(443),
+        Some("http") | Some("ws") | None => Some(80),
+        Some(_) => None,
+    }
+}
+
+/// `url.full`: the absolute URL with credentials replaced by `REDACTED:REDACTED` and
+/// sensitive query values by `REDACTED`.
+fn url_full(
+    uri: &Uri,
+    host_header: Option<&str>,
+    sensitive: &[std::borrow::Cow<'static, str>],
+) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str(uri.scheme_str().unwrap_or("http"));
+    out.push_str("://");
+    match uri.authority().map(|a| a.as_str()).or(host_header) {
+        Some(authority) => match authority.rsplit_once('@') {
+            Some((_, host)) => {
+                out.push_str("REDACTED:REDACTED@");
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        },
+        None => {}
+    }
+    out.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        out.push('?');
+        out.push_str(&attributes::redact_query(query, sensitive));
+    }
+    if out.len() > attributes::MAX_VALUE_LEN {
+        out.truncate(attributes::bounded(&out).len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn url_full_redacts() {
+        let keys: Vec<Cow<'static, str>> = SENSITIVE_QUERY_KEYS
+            .iter()
+            .map(|k| Cow::Borrowed(*k))
+            .collect();
+        let uri: Uri = "https://user:pass@example.com:8443/a/b?x=1&sig=s3cr3t"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url_full(&uri, None, &keys),
+            "https://REDACTED:REDACTED@example.com:8443/a/b?x=1&sig=REDACTED"
+        );
+        let uri: Uri = "/p?q".parse().unwrap();
+        assert_eq!(url_full(&uri, Some("h:1"), &keys), "http://h:1/p?q");
+        let uri: Uri = "http://example.com".parse().unwrap();
+        assert_eq!(url_full(&uri, None, &keys), "http://example.com/");
+    }
+}
