@@ -1,1 +1,0 @@
-//! W3C Trace Context propagation (placeholder; being written).
