@@ -43,6 +43,7 @@ impl ClientRecord {
 
     /// Starts from the parts of a request, for clients whose request is not an
     /// `http::Request` (reqwest).
+    #[allow(clippy::needless_pass_by_value)] // a bundle of borrows, consumed by design
     pub(crate) fn start_parts(
         shared: &Arc<ClientShared>,
         req: RequestParts<'_>,
@@ -188,6 +189,7 @@ impl ClientRecord {
     /// Ends the span and records the metrics. `error` is the error type of a failure.
     pub(crate) fn finish(self, error: Option<&'static str>, response_bytes: Option<u64>) {
         let elapsed = self.start.elapsed();
+        let error = error.map(public_type_name);
         let error_status = self
             .status
             .filter(|s| s.is_client_error() || s.is_server_error());
@@ -296,6 +298,17 @@ impl<'a> RequestParts<'a> {
     }
 }
 
+/// `std::any::type_name` names a type by the module that defines it, which for these
+/// common client errors is private: record the public path the docs and users know
+/// (`hyper_util::client::legacy::Error`, not `...::legacy::client::Error`).
+fn public_type_name(name: &'static str) -> &'static str {
+    match name {
+        "hyper_util::client::legacy::client::Error" => "hyper_util::client::legacy::Error",
+        "hyper::error::Error" => "hyper::Error",
+        other => other,
+    }
+}
+
 fn default_port(uri: &Uri) -> Option<u16> {
     match uri.scheme_str() {
         Some("https") | Some("wss") => Some(443),
@@ -314,15 +327,14 @@ fn url_full(
     let mut out = String::with_capacity(64);
     out.push_str(uri.scheme_str().unwrap_or("http"));
     out.push_str("://");
-    match uri.authority().map(|a| a.as_str()).or(host_header) {
-        Some(authority) => match authority.rsplit_once('@') {
+    if let Some(authority) = uri.authority().map(|a| a.as_str()).or(host_header) {
+        match authority.rsplit_once('@') {
             Some((_, host)) => {
                 out.push_str("REDACTED:REDACTED@");
                 out.push_str(host);
             }
             None => out.push_str(authority),
-        },
-        None => {}
+        }
     }
     out.push_str(uri.path());
     if let Some(query) = uri.query() {

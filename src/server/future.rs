@@ -25,18 +25,15 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, record: Option<ServerRecord>) -> Self {
-        Self {
-            inner,
-            guard: FutureGuard(record),
-        }
+    pub(crate) fn new(inner: F, guard: FutureGuard) -> Self {
+        Self { inner, guard }
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("recording", &self.guard.0.is_some())
+            .field("recording", &self.guard.record.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -53,13 +50,16 @@ where
         let result = {
             let _attached = this
                 .guard
-                .0
+                .record
                 .as_ref()
                 .and_then(ServerRecord::context)
                 .map(|cx| cx.clone().attach());
-            ready!(this.inner.poll(cx))
+            this.guard.in_inner = true;
+            let poll = this.inner.poll(cx);
+            this.guard.in_inner = false;
+            ready!(poll)
         };
-        let Some(mut record) = this.guard.0.take() else {
+        let Some(mut record) = this.guard.record.take() else {
             return Poll::Ready(result.map(|res| res.map(ResponseBody::passthrough)));
         };
         Poll::Ready(match result {
@@ -80,12 +80,40 @@ where
 }
 
 /// Ends the record if the future is dropped before the inner service answered.
-struct FutureGuard(Option<ServerRecord>);
+///
+/// `in_inner` is set while the inner service's `call` or `poll` runs: if the guard is
+/// dropped then, that code never returned, so it panicked. This holds even when a
+/// `catch_unwind` outside drops the future only after the panic was caught (when
+/// `std::thread::panicking()` is already false again).
+pub(crate) struct FutureGuard {
+    record: Option<ServerRecord>,
+    in_inner: bool,
+}
+
+impl FutureGuard {
+    /// A guard for a request about to enter the inner service's `call`.
+    pub(crate) fn entering(record: Option<ServerRecord>) -> Self {
+        Self {
+            record,
+            in_inner: true,
+        }
+    }
+
+    /// The inner service's `call` returned.
+    pub(crate) fn left(mut self) -> Self {
+        self.in_inner = false;
+        self
+    }
+
+    pub(crate) fn record(&self) -> Option<&ServerRecord> {
+        self.record.as_ref()
+    }
+}
 
 impl Drop for FutureGuard {
     fn drop(&mut self) {
-        if let Some(record) = self.0.take() {
-            let reason = if std::thread::panicking() {
+        if let Some(record) = self.record.take() {
+            let reason = if self.in_inner || std::thread::panicking() {
                 Early::Panic
             } else {
                 Early::Cancelled

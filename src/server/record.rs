@@ -99,11 +99,13 @@ impl ServerRecord {
                 if let Some(original) = method.original(req.method()) {
                     attrs.push(original);
                 }
-                attrs.push(KeyValue::new(
-                    URL_PATH,
-                    Value::String(attributes::owned(uri.path())),
-                ));
-                if let Some(query) = uri.query() {
+                if !uri.path().is_empty() {
+                    attrs.push(KeyValue::new(
+                        URL_PATH,
+                        Value::String(attributes::owned(uri.path())),
+                    ));
+                }
+                if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
                     let query = attributes::redact_query(query, &config.sensitive_query_keys);
                     attrs.push(KeyValue::new(
                         URL_QUERY,
@@ -135,7 +137,9 @@ impl ServerRecord {
                     attrs.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
                     attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
                 }
-                if let Some(ua) = attributes::header_str(headers, &http::header::USER_AGENT) {
+                if let Some(ua) = attributes::header_str(headers, &http::header::USER_AGENT)
+                    .filter(|ua| !ua.trim().is_empty())
+                {
                     attrs.push(KeyValue::new(
                         USER_AGENT_ORIGINAL,
                         Value::String(attributes::owned(ua)),

@@ -6,6 +6,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::future::FutureGuard;
 use super::layer::Shared;
 use super::record::ServerRecord;
 use super::ResponseFuture;
@@ -55,7 +56,7 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
         if shared.inert {
-            return ResponseFuture::new(self.inner.call(req), None);
+            return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let config = &shared.config;
         let mut public = false;
@@ -65,21 +66,24 @@ where
             public = config.public_endpoint.as_ref().is_some_and(|p| p(&parts));
             let req = Request::from_parts(parts, body);
             if !recorded {
-                return ResponseFuture::new(self.inner.call(req), None);
+                return ResponseFuture::new(
+                    self.inner.call(req),
+                    FutureGuard::entering(None).left(),
+                );
             }
             req
         } else {
             req
         };
-        let record = ServerRecord::start(shared, &req, public);
+        let guard = FutureGuard::entering(Some(ServerRecord::start(shared, &req, public)));
         // Handlers that run inside `call` see the span too.
-        let future = match record.context() {
+        let future = match guard.record().and_then(ServerRecord::context) {
             Some(cx) => {
                 let _attached = cx.clone().attach();
                 self.inner.call(req)
             }
             None => self.inner.call(req),
         };
-        ResponseFuture::new(future, Some(record))
+        ResponseFuture::new(future, guard.left())
     }
 }
