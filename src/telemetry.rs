@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use opentelemetry::global::{self, BoxedTracer, ObjectSafeTracerProvider};
-use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry::metrics::{Histogram, Meter, MeterProvider, UpDownCounter};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     Span as _, SpanBuilder, SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId,
@@ -177,5 +177,102 @@ impl fmt::Debug for Propagation {
             Self::Global => "Global",
             Self::Custom(_) => "Custom",
         })
+    }
+}
+
+/// The tracer, meter and propagator a builder was given, before they are resolved.
+pub(crate) struct Sources {
+    pub(crate) tracer: TracerChoice,
+    pub(crate) meter: MeterChoice,
+    pub(crate) propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            tracer: TracerChoice::Global,
+            meter: MeterChoice::Global,
+            propagator: None,
+        }
+    }
+}
+
+/// What a layer records with, once resolved.
+pub(crate) struct Resolved {
+    pub(crate) tracer: Option<BoxedTracer>,
+    pub(crate) meter: Option<Meter>,
+    pub(crate) propagation: Propagation,
+}
+
+impl Sources {
+    pub(crate) fn resolve(self) -> Resolved {
+        let tracer = self.tracer.resolve();
+        let propagation = Propagation::resolve(self.propagator, tracer.is_some());
+        Resolved {
+            tracer,
+            meter: self.meter.resolve(),
+            propagation,
+        }
+    }
+}
+
+/// Which side's metric names an [`Instruments`] uses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+/// A layer's instruments, created once when it is built.
+pub(crate) struct Instruments {
+    pub(crate) duration: Histogram<f64>,
+    pub(crate) request_size: Option<Histogram<u64>>,
+    pub(crate) response_size: Option<Histogram<u64>>,
+    pub(crate) active: Option<UpDownCounter<i64>>,
+}
+
+impl Instruments {
+    pub(crate) fn new(meter: &Meter, side: Side, body_sizes: bool, active: bool) -> Self {
+        let (duration, request_size, response_size, active_requests, who) = match side {
+            Side::Server => (
+                semconv::HTTP_SERVER_REQUEST_DURATION,
+                semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
+                semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
+                semconv::HTTP_SERVER_ACTIVE_REQUESTS,
+                "server",
+            ),
+            Side::Client => (
+                semconv::HTTP_CLIENT_REQUEST_DURATION,
+                semconv::HTTP_CLIENT_REQUEST_BODY_SIZE,
+                semconv::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+                semconv::HTTP_CLIENT_ACTIVE_REQUESTS,
+                "client",
+            ),
+        };
+        let size = |name: &'static str, what: &str| {
+            meter
+                .u64_histogram(name)
+                .with_unit("By")
+                .with_description(format!("Size of HTTP {who} {what} bodies."))
+                .with_boundaries(semconv::BODY_SIZE_BUCKETS.to_vec())
+                .build()
+        };
+        Self {
+            duration: meter
+                .f64_histogram(duration)
+                .with_unit("s")
+                .with_description(format!("Duration of HTTP {who} requests."))
+                .with_boundaries(semconv::DURATION_BUCKETS.to_vec())
+                .build(),
+            request_size: body_sizes.then(|| size(request_size, "request")),
+            response_size: body_sizes.then(|| size(response_size, "response")),
+            active: active.then(|| {
+                meter
+                    .i64_up_down_counter(active_requests)
+                    .with_unit("{request}")
+                    .with_description(format!("Number of active HTTP {who} requests."))
+                    .build()
+            }),
+        }
     }
 }

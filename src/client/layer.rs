@@ -3,15 +3,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider, UpDownCounter};
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider;
 use tower_layer::Layer;
 
 use super::OtelClient;
-use crate::attributes::{self, CapturedHeader, KnownMethods};
+use crate::attributes::{CapturedHeader, KnownMethods};
 use crate::semconv;
-use crate::telemetry::{MeterChoice, Propagation, TracerChoice};
+use crate::telemetry::{Instruments, Propagation, Resolved, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP client CLIENT spans, context propagation and request
 /// metrics, following the OpenTelemetry HTTP semantic conventions.
@@ -67,18 +64,14 @@ impl<S> Layer<S> for OtelClientLayer {
 ///
 /// See the [module docs](crate::client).
 pub struct OtelClientLayerBuilder {
-    tracer: TracerChoice,
-    meter: MeterChoice,
-    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    sources: Sources,
     config: ClientConfig,
 }
 
 impl Default for OtelClientLayerBuilder {
     fn default() -> Self {
         Self {
-            tracer: TracerChoice::Global,
-            meter: MeterChoice::Global,
-            propagator: None,
+            sources: Sources::default(),
             config: ClientConfig {
                 request_headers: Arc::new([]),
                 response_headers: Arc::new([]),
@@ -95,94 +88,7 @@ impl Default for OtelClientLayerBuilder {
 }
 
 impl OtelClientLayerBuilder {
-    /// Makes spans with this provider's tracer instead of the global one.
-    pub fn tracer_provider<P, T, S>(mut self, provider: &P) -> Self
-    where
-        S: opentelemetry::trace::Span + Send + Sync + 'static,
-        T: opentelemetry::trace::Tracer<Span = S> + Send + Sync + 'static,
-        P: TracerProvider<Tracer = T>,
-    {
-        self.tracer = TracerChoice::explicit(provider);
-        self
-    }
-
-    /// Makes no spans (the current context is still injected if a propagator is
-    /// installed).
-    pub fn without_traces(mut self) -> Self {
-        self.tracer = TracerChoice::Disabled;
-        self
-    }
-
-    /// Records metrics with this provider's meter instead of the global one.
-    pub fn meter_provider<P: MeterProvider>(mut self, provider: &P) -> Self {
-        self.meter = MeterChoice::explicit(provider);
-        self
-    }
-
-    /// Records no metrics.
-    pub fn without_metrics(mut self) -> Self {
-        self.meter = MeterChoice::Disabled;
-        self
-    }
-
-    /// Writes the context into outgoing headers with this propagator. By default the
-    /// global propagator is used, or, when none is installed, this crate's strict
-    /// [`TraceContextPropagator`](crate::propagation::TraceContextPropagator).
-    pub fn propagator<P>(mut self, propagator: P) -> Self
-    where
-        P: TextMapPropagator + Send + Sync + 'static,
-    {
-        self.propagator = Some(Arc::new(propagator));
-        self
-    }
-
-    /// Records these request headers as `http.request.header.<name>`.
-    pub fn request_headers<I, N>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = N>,
-        N: AsRef<str>,
-    {
-        self.config.request_headers = attributes::capture_list(semconv::HTTP_REQUEST_HEADER, names);
-        self
-    }
-
-    /// Records these response headers as `http.response.header.<name>`.
-    pub fn response_headers<I, N>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = N>,
-        N: AsRef<str>,
-    {
-        self.config.response_headers =
-            attributes::capture_list(semconv::HTTP_RESPONSE_HEADER, names);
-        self
-    }
-
-    /// Replaces the methods recorded as themselves (others are `_OTHER`); see
-    /// [`OtelLayerBuilder::known_methods`](crate::server::OtelLayerBuilder::known_methods).
-    pub fn known_methods<I, M>(mut self, methods: I) -> Self
-    where
-        I: IntoIterator<Item = M>,
-        M: AsRef<str>,
-    {
-        self.config.known_methods = KnownMethods::custom(methods);
-        self
-    }
-
-    /// Replaces the query keys whose values are recorded as `REDACTED` in `url.full`.
-    pub fn sensitive_query_keys<I, K>(mut self, keys: I) -> Self
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<Cow<'static, str>>,
-    {
-        self.config.sensitive_query_keys = keys.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Records `http.client.active_requests` (opt-in).
-    pub fn active_requests(mut self, enable: bool) -> Self {
-        self.config.active_requests = enable;
-        self
-    }
+    crate::macros::define_common_builder_methods!();
 
     /// Records `http.client.request.body.size` and `http.client.response.body.size`
     /// (opt-in).
@@ -193,12 +99,20 @@ impl OtelClientLayerBuilder {
 
     /// Builds the layer.
     pub fn build(self) -> OtelClientLayer {
-        let tracer = self.tracer.resolve();
-        let metrics = self
-            .meter
-            .resolve()
-            .map(|meter| ClientMetrics::new(&meter, &self.config));
-        let propagation = Propagation::resolve(self.propagator, tracer.is_some());
+        let Resolved {
+            tracer,
+            meter,
+            propagation,
+        } = self.sources.resolve();
+        let config = &self.config;
+        let metrics = meter.map(|meter| {
+            Instruments::new(
+                &meter,
+                Side::Client,
+                config.body_size_metrics,
+                config.active_requests,
+            )
+        });
         let inert = tracer.is_none() && metrics.is_none() && propagation.is_off();
         OtelClientLayer {
             shared: Arc::new(ClientShared {
@@ -222,7 +136,7 @@ impl fmt::Debug for OtelClientLayerBuilder {
 
 pub(crate) struct ClientShared {
     pub(crate) tracer: Option<BoxedTracer>,
-    pub(crate) metrics: Option<ClientMetrics>,
+    pub(crate) metrics: Option<Instruments>,
     pub(crate) propagation: Propagation,
     pub(crate) config: ClientConfig,
     pub(crate) inert: bool,
@@ -247,51 +161,4 @@ pub(crate) struct ClientConfig {
     pub(crate) sensitive_query_keys: Box<[Cow<'static, str>]>,
     pub(crate) active_requests: bool,
     pub(crate) body_size_metrics: bool,
-}
-
-pub(crate) struct ClientMetrics {
-    pub(crate) duration: Histogram<f64>,
-    pub(crate) request_size: Option<Histogram<u64>>,
-    pub(crate) response_size: Option<Histogram<u64>>,
-    pub(crate) active: Option<UpDownCounter<i64>>,
-}
-
-impl ClientMetrics {
-    fn new(meter: &Meter, config: &ClientConfig) -> Self {
-        let size = |name: &'static str, description: &'static str| {
-            meter
-                .u64_histogram(name)
-                .with_unit("By")
-                .with_description(description)
-                .with_boundaries(semconv::BODY_SIZE_BUCKETS.to_vec())
-                .build()
-        };
-        Self {
-            duration: meter
-                .f64_histogram(semconv::HTTP_CLIENT_REQUEST_DURATION)
-                .with_unit("s")
-                .with_description("Duration of HTTP client requests.")
-                .with_boundaries(semconv::DURATION_BUCKETS.to_vec())
-                .build(),
-            request_size: config.body_size_metrics.then(|| {
-                size(
-                    semconv::HTTP_CLIENT_REQUEST_BODY_SIZE,
-                    "Size of HTTP client request bodies.",
-                )
-            }),
-            response_size: config.body_size_metrics.then(|| {
-                size(
-                    semconv::HTTP_CLIENT_RESPONSE_BODY_SIZE,
-                    "Size of HTTP client response bodies.",
-                )
-            }),
-            active: config.active_requests.then(|| {
-                meter
-                    .i64_up_down_counter(semconv::HTTP_CLIENT_ACTIVE_REQUESTS)
-                    .with_unit("{request}")
-                    .with_description("Number of active HTTP client requests.")
-                    .build()
-            }),
-        }
-    }
 }

@@ -4,16 +4,13 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider, UpDownCounter};
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider;
 use opentelemetry::StringValue;
 use tower_layer::Layer;
 
 use super::Otel;
 use crate::attributes::{self, CapturedHeader, KnownMethods};
 use crate::semconv;
-use crate::telemetry::{MeterChoice, Propagation, TracerChoice};
+use crate::telemetry::{Instruments, Propagation, Resolved, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP server SERVER spans and request metrics, following the
 /// OpenTelemetry HTTP semantic conventions.
@@ -74,18 +71,14 @@ type SpanNamer = Arc<dyn Fn(&str, Option<&str>) -> String + Send + Sync>;
 /// Every option has a default that follows the conventions; see the [module
 /// docs](crate::server) for examples.
 pub struct OtelLayerBuilder {
-    tracer: TracerChoice,
-    meter: MeterChoice,
-    propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    sources: Sources,
     config: Config,
 }
 
 impl Default for OtelLayerBuilder {
     fn default() -> Self {
         Self {
-            tracer: TracerChoice::Global,
-            meter: MeterChoice::Global,
-            propagator: None,
+            sources: Sources::default(),
             config: Config {
                 filter: None,
                 span_name: None,
@@ -108,45 +101,7 @@ impl Default for OtelLayerBuilder {
 }
 
 impl OtelLayerBuilder {
-    /// Makes spans with this provider's tracer instead of the global one.
-    pub fn tracer_provider<P, T, S>(mut self, provider: &P) -> Self
-    where
-        S: opentelemetry::trace::Span + Send + Sync + 'static,
-        T: opentelemetry::trace::Tracer<Span = S> + Send + Sync + 'static,
-        P: TracerProvider<Tracer = T>,
-    {
-        self.tracer = TracerChoice::explicit(provider);
-        self
-    }
-
-    /// Makes no spans (the context is still propagated if a propagator is installed).
-    pub fn without_traces(mut self) -> Self {
-        self.tracer = TracerChoice::Disabled;
-        self
-    }
-
-    /// Records metrics with this provider's meter instead of the global one.
-    pub fn meter_provider<P: MeterProvider>(mut self, provider: &P) -> Self {
-        self.meter = MeterChoice::explicit(provider);
-        self
-    }
-
-    /// Records no metrics.
-    pub fn without_metrics(mut self) -> Self {
-        self.meter = MeterChoice::Disabled;
-        self
-    }
-
-    /// Reads the incoming context with this propagator. By default the global propagator
-    /// is used, or, when none is installed, this crate's strict
-    /// [`TraceContextPropagator`](crate::propagation::TraceContextPropagator).
-    pub fn propagator<P>(mut self, propagator: P) -> Self
-    where
-        P: TextMapPropagator + Send + Sync + 'static,
-    {
-        self.propagator = Some(Arc::new(propagator));
-        self
-    }
+    crate::macros::define_common_builder_methods!();
 
     /// Records only the requests for which `filter` returns `true`; the others pass
     /// through with no span and no metrics (e.g. health checks).
@@ -196,53 +151,6 @@ impl OtelLayerBuilder {
         self
     }
 
-    /// Records these request headers as `http.request.header.<name>` (a string array,
-    /// one element per field). Capture no secrets.
-    pub fn request_headers<I, N>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = N>,
-        N: AsRef<str>,
-    {
-        self.config.request_headers = attributes::capture_list(semconv::HTTP_REQUEST_HEADER, names);
-        self
-    }
-
-    /// Records these response headers as `http.response.header.<name>`.
-    pub fn response_headers<I, N>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = N>,
-        N: AsRef<str>,
-    {
-        self.config.response_headers =
-            attributes::capture_list(semconv::HTTP_RESPONSE_HEADER, names);
-        self
-    }
-
-    /// Replaces the methods recorded as themselves (others are `_OTHER`). The default is
-    /// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` if set, else the RFC 9110 methods plus
-    /// PATCH and QUERY. Case-sensitive.
-    pub fn known_methods<I, M>(mut self, methods: I) -> Self
-    where
-        I: IntoIterator<Item = M>,
-        M: AsRef<str>,
-    {
-        self.config.known_methods = KnownMethods::custom(methods);
-        self
-    }
-
-    /// Replaces the query keys whose values are recorded as `REDACTED` in `url.query`.
-    /// The default is every key the conventions have listed: `AWSAccessKeyId`,
-    /// `Signature`, `sig`, `X-Goog-Signature`, `X-Amz-Signature`, `X-Amz-Credential`,
-    /// `X-Amz-Security-Token`.
-    pub fn sensitive_query_keys<I, K>(mut self, keys: I) -> Self
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<Cow<'static, str>>,
-    {
-        self.config.sensitive_query_keys = keys.into_iter().map(Into::into).collect();
-        self
-    }
-
     /// Trusts `Forwarded` and `X-Forwarded-For`/`-Proto`/`-Host` for `client.address`,
     /// `url.scheme` and `server.address`. Off by default: anyone can send these headers;
     /// turn it on only behind a proxy that sets them.
@@ -265,12 +173,6 @@ impl OtelLayerBuilder {
         self
     }
 
-    /// Records `http.server.active_requests` (opt-in).
-    pub fn active_requests(mut self, enable: bool) -> Self {
-        self.config.active_requests = enable;
-        self
-    }
-
     /// Records `http.server.request.body.size` and `http.server.response.body.size`
     /// (on by default).
     pub fn body_size_metrics(mut self, enable: bool) -> Self {
@@ -281,12 +183,20 @@ impl OtelLayerBuilder {
     /// Builds the layer: resolves the tracer, meter and propagator, and creates the
     /// instruments.
     pub fn build(self) -> OtelLayer {
-        let tracer = self.tracer.resolve();
-        let metrics = self
-            .meter
-            .resolve()
-            .map(|meter| ServerMetrics::new(&meter, &self.config));
-        let propagation = Propagation::resolve(self.propagator, tracer.is_some());
+        let Resolved {
+            tracer,
+            meter,
+            propagation,
+        } = self.sources.resolve();
+        let config = &self.config;
+        let metrics = meter.map(|meter| {
+            Instruments::new(
+                &meter,
+                Side::Server,
+                config.body_size_metrics,
+                config.active_requests,
+            )
+        });
         let inert = tracer.is_none() && metrics.is_none() && propagation.is_off();
         OtelLayer {
             shared: Arc::new(Shared {
@@ -311,7 +221,7 @@ impl fmt::Debug for OtelLayerBuilder {
 /// Everything a layer's services share, behind one `Arc`.
 pub(crate) struct Shared {
     pub(crate) tracer: Option<BoxedTracer>,
-    pub(crate) metrics: Option<ServerMetrics>,
+    pub(crate) metrics: Option<Instruments>,
     pub(crate) propagation: Propagation,
     pub(crate) config: Config,
     /// Nothing to do at all: no tracer, no meter, no propagator.
@@ -360,53 +270,5 @@ impl fmt::Debug for Config {
             .field("active_requests", &self.active_requests)
             .field("body_size_metrics", &self.body_size_metrics)
             .finish()
-    }
-}
-
-/// The server instruments, created once per layer.
-pub(crate) struct ServerMetrics {
-    pub(crate) duration: Histogram<f64>,
-    pub(crate) request_size: Option<Histogram<u64>>,
-    pub(crate) response_size: Option<Histogram<u64>>,
-    pub(crate) active: Option<UpDownCounter<i64>>,
-}
-
-impl ServerMetrics {
-    fn new(meter: &Meter, config: &Config) -> Self {
-        let size = |name: &'static str, description: &'static str| {
-            meter
-                .u64_histogram(name)
-                .with_unit("By")
-                .with_description(description)
-                .with_boundaries(semconv::BODY_SIZE_BUCKETS.to_vec())
-                .build()
-        };
-        Self {
-            duration: meter
-                .f64_histogram(semconv::HTTP_SERVER_REQUEST_DURATION)
-                .with_unit("s")
-                .with_description("Duration of HTTP server requests.")
-                .with_boundaries(semconv::DURATION_BUCKETS.to_vec())
-                .build(),
-            request_size: config.body_size_metrics.then(|| {
-                size(
-                    semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
-                    "Size of HTTP server request bodies.",
-                )
-            }),
-            response_size: config.body_size_metrics.then(|| {
-                size(
-                    semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
-                    "Size of HTTP server response bodies.",
-                )
-            }),
-            active: config.active_requests.then(|| {
-                meter
-                    .i64_up_down_counter(semconv::HTTP_SERVER_ACTIVE_REQUESTS)
-                    .with_unit("{request}")
-                    .with_description("Number of active HTTP server requests.")
-                    .build()
-            }),
-        }
     }
 }
