@@ -88,7 +88,7 @@ impl HttpRoute {
     /// use axum::{routing::get, Router};
     /// use tower_otel_http::{HttpRoute, OtelLayer};
     ///
-    /// let app = Router::new()
+    /// let app: Router = Router::new()
     ///     .route("/users/{id}", get(|| async { "user" }))
     ///     .route_layer(HttpRoute::matched_path_layer());
     /// // Wrap the router from outside, e.g. to see requests no route matched too:
