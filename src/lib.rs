@@ -53,6 +53,7 @@
 //! The span is ended explicitly, so a context cloned into a spawned task does not keep
 //! it open. The duration metric and the span share their start and end instants.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod attributes;

@@ -16,7 +16,7 @@ use support::*;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_otel_http::{OtelClientLayer, OtelLayer};
 
-fn echo_headers(req: Request<Full<Bytes>>) -> Response<Full<Bytes>> {
+fn echo_headers(req: &Request<Full<Bytes>>) -> Response<Full<Bytes>> {
     let tp = req
         .headers()
         .get("traceparent")
@@ -47,10 +47,9 @@ fn req(traceparent: Option<&str>) -> Request<Full<Bytes>> {
 
 #[tokio::test]
 async fn global_providers_in_order() {
-    let inner =
-        tower::service_fn(
-            |r: Request<Full<Bytes>>| async move { Ok::<_, Infallible>(echo_headers(r)) },
-        );
+    let inner = tower::service_fn(|r: Request<Full<Bytes>>| async move {
+        Ok::<_, Infallible>(echo_headers(&r))
+    });
 
     // 1. Nothing installed: the layers do nothing, inject nothing.
     let client = ServiceBuilder::new()

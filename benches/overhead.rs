@@ -1,0 +1,449 @@
+//! Interleaved overhead comparison, with allocation counts.
+//!
+//! `cargo bench --bench overhead [-- ROUNDS [REQUESTS_PER_ROUND]]`
+//!
+//! Criterion measures cases one after another, and this machine's speed drifts by
+//! 15–40 % over minutes, which misranks cases. Here every case is built first, then each
+//! round runs every case for the same number of requests, in an order rotated each
+//! round, and each case's time is divided by `bare`'s time in the same round. The table
+//! gives the median of those per-round ratios, the overhead over `bare` (median ratio
+//! minus one, times `bare`'s median time), and heap allocations per request (counted by
+//! a global allocator, in a separate pass).
+//!
+//! Every request is the same whole lifecycle: `GET /users/42?x=1` with `host`,
+//! `user-agent` and a valid `traceparent`, through `oneshot`, body collected.
+//!
+//! - `bare`: the inner service alone.
+//! - `floor`: no middleware, but the same OpenTelemetry work written by hand the obvious
+//!   way with the SDK: extract the context, start a SERVER span with the same
+//!   attributes, end it, record the three histograms.
+//! - `layer/*`: `OtelLayer` with an SDK tracer provider (spans ended and dropped by the
+//!   processor) and an SDK meter provider (aggregating, never exported), or with only
+//!   one of them, or with a parent-based sampler and an unsampled parent, or with nothing
+//!   installed.
+//! - `stream/*`: the same with a 16-chunk streamed response body.
+//! - `client/*`: `OtelClientLayer` over an in-process client service.
+
+// The one unsafe block of the project: a counting global allocator, in this bench only.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor};
+use tower::util::BoxCloneService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_otel_http::propagation::HeaderExtractor;
+use tower_otel_http::{HttpRoute, OtelClientLayer, OtelLayer};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+#[derive(Debug)]
+struct DropProcessor;
+
+impl SpanProcessor for DropProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+    fn on_end(&self, span: SpanData) {
+        std::hint::black_box(span);
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+type Svc = BoxCloneService<Request<Full<Bytes>>, Response<Body>, Infallible>;
+
+fn request(traceparent: &'static str) -> Request<Full<Bytes>> {
+    let mut req = Request::get("http://api.example.com/users/42?x=1")
+        .header("host", "api.example.com")
+        .header("user-agent", "bench/1.0")
+        .header("traceparent", traceparent)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(HttpRoute::from_static("/users/{id}"));
+    req
+}
+
+fn full_body() -> Body {
+    Full::new(Bytes::from_static(b"hello world")).boxed_unsync()
+}
+
+fn streamed_body() -> Body {
+    let chunks = (0..16).map(|_| {
+        Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(
+            b"0123456789abcdef",
+        )))
+    });
+    StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync()
+}
+
+fn handler(streamed: bool) -> Svc {
+    BoxCloneService::new(tower::service_fn(
+        move |_req: Request<Full<Bytes>>| async move {
+            Ok::<_, Infallible>(Response::new(if streamed {
+                streamed_body()
+            } else {
+                full_body()
+            }))
+        },
+    ))
+}
+
+fn boxed<S, B>(svc: S) -> Svc
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    BoxCloneService::new(svc.map_response(|res: Response<B>| res.map(|b| b.boxed_unsync())))
+}
+
+/// The same work as the layer, by hand, the obvious way.
+#[derive(Clone)]
+struct Floor {
+    inner: Svc,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    propagator: std::sync::Arc<TraceContextPropagator>,
+    duration: Histogram<f64>,
+    request_size: Histogram<u64>,
+    response_size: Histogram<u64>,
+}
+
+impl Floor {
+    fn new(inner: Svc, tp: &SdkTracerProvider, mp: &SdkMeterProvider) -> Self {
+        let meter = mp.meter("floor");
+        Self {
+            inner,
+            tracer: tp.tracer("floor"),
+            propagator: std::sync::Arc::new(TraceContextPropagator::new()),
+            duration: meter.f64_histogram("http.server.request.duration").build(),
+            request_size: meter.u64_histogram("http.server.request.body.size").build(),
+            response_size: meter
+                .u64_histogram("http.server.response.body.size")
+                .build(),
+        }
+    }
+
+    async fn call(self, req: Request<Full<Bytes>>) -> Result<Response<Body>, Infallible> {
+        let start = Instant::now();
+        let parent = self.propagator.extract(&HeaderExtractor(req.headers()));
+        let attrs = vec![
+            KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+            KeyValue::new("url.path", req.uri().path().to_owned()),
+            KeyValue::new("url.query", req.uri().query().unwrap_or("").to_owned()),
+            KeyValue::new("url.scheme", "http"),
+            KeyValue::new("server.address", "api.example.com".to_owned()),
+            KeyValue::new(
+                "user_agent.original",
+                req.headers()["user-agent"].to_str().unwrap().to_owned(),
+            ),
+            KeyValue::new("network.protocol.version", "1.1"),
+            KeyValue::new("http.route", "/users/{id}"),
+        ];
+        let span = self
+            .tracer
+            .span_builder("GET /users/{id}")
+            .with_kind(SpanKind::Server)
+            .with_start_time(SystemTime::now())
+            .with_attributes(attrs)
+            .start_with_context(&self.tracer, &parent);
+        let cx = parent.with_span(span);
+        let res = self.inner.oneshot(req).with_context(cx.clone()).await?;
+        // Collect the body here, as the layer counts it on its way out.
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(parts.status.as_u16()),
+        ));
+        span.end();
+        let metric_attrs = [
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("url.scheme", "http"),
+            KeyValue::new(
+                "http.response.status_code",
+                i64::from(parts.status.as_u16()),
+            ),
+            KeyValue::new("http.route", "/users/{id}"),
+            KeyValue::new("network.protocol.version", "1.1"),
+        ];
+        self.duration
+            .record(start.elapsed().as_secs_f64(), &metric_attrs);
+        self.request_size.record(0, &metric_attrs);
+        self.response_size.record(bytes.len() as u64, &metric_attrs);
+        Ok(Response::from_parts(parts, Full::new(bytes).boxed_unsync()))
+    }
+}
+
+/// One whole request: call, await the response, collect its body.
+fn run(svc: &Svc, traceparent: &'static str) {
+    let res = svc
+        .clone()
+        .oneshot(request(traceparent))
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+    let body = res.into_body().collect().now_or_never().unwrap().unwrap();
+    std::hint::black_box(body);
+}
+
+struct Case {
+    name: &'static str,
+    svc: Svc,
+    traceparent: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let tp = SdkTracerProvider::builder()
+        .with_span_processor(DropProcessor)
+        .build();
+    let tp_parent = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        .with_span_processor(DropProcessor)
+        .build();
+    let mp = SdkMeterProvider::builder()
+        .with_reader(ManualReader::builder().build())
+        .build();
+    let layer = |streamed: bool, b: tower_otel_http::server::OtelLayerBuilder| {
+        boxed(
+            ServiceBuilder::new()
+                .layer(b.build())
+                .service(handler(streamed)),
+        )
+    };
+    let sdk = || {
+        OtelLayer::builder()
+            .tracer_provider(&tp)
+            .meter_provider(&mp)
+    };
+    let client = |b: tower_otel_http::client::OtelClientLayerBuilder| {
+        boxed(
+            ServiceBuilder::new()
+                .layer(b.build())
+                .service(handler(false)),
+        )
+    };
+    // Every case goes through the same two levels of boxing as `bare`.
+    let floor = |streamed: bool| {
+        let f = Floor::new(handler(streamed), &tp, &mp);
+        boxed(tower::service_fn(move |req| f.clone().call(req)))
+    };
+    vec![
+        Case {
+            name: "bare",
+            svc: boxed(handler(false)),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "floor",
+            svc: floor(false),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "layer/sdk",
+            svc: layer(false, sdk()),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "layer/traces_only",
+            svc: layer(
+                false,
+                OtelLayer::builder().tracer_provider(&tp).without_metrics(),
+            ),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "layer/metrics_only",
+            svc: layer(
+                false,
+                OtelLayer::builder().meter_provider(&mp).without_traces(),
+            ),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "layer/sampled_out",
+            svc: layer(
+                false,
+                OtelLayer::builder()
+                    .tracer_provider(&tp_parent)
+                    .meter_provider(&mp),
+            ),
+            traceparent: UNSAMPLED,
+        },
+        Case {
+            name: "layer/noop",
+            svc: layer(false, OtelLayer::builder()),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "stream/bare",
+            svc: boxed(handler(true)),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "stream/floor",
+            svc: floor(true),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "stream/layer/sdk",
+            svc: layer(true, sdk()),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "client/layer/sdk",
+            svc: client(
+                OtelClientLayer::builder()
+                    .tracer_provider(&tp)
+                    .meter_provider(&mp),
+            ),
+            traceparent: SAMPLED,
+        },
+        Case {
+            name: "client/layer/noop",
+            svc: client(OtelClientLayer::builder()),
+            traceparent: SAMPLED,
+        },
+    ]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
+    let per_round: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let cases = cases();
+
+    // Allocations per request (warm first: the first requests fill lazy state).
+    let mut allocs = Vec::new();
+    for case in &cases {
+        for _ in 0..1000 {
+            run(&case.svc, case.traceparent);
+        }
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            run(&case.svc, case.traceparent);
+        }
+        allocs.push((ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 1000.0);
+    }
+
+    // Interleaved timing.
+    let n = cases.len();
+    let mut per_req = vec![Vec::new(); n];
+    let mut ratios = vec![Vec::new(); n];
+    let base = |name: &str| {
+        if name.starts_with("stream/") {
+            "stream/bare"
+        } else {
+            "bare"
+        }
+    };
+    for round in 0..rounds {
+        let mut times = vec![0.0; n];
+        for k in 0..n {
+            let i = (k + round) % n;
+            let case = &cases[i];
+            let start = Instant::now();
+            for _ in 0..per_round {
+                run(&case.svc, case.traceparent);
+            }
+            times[i] = start.elapsed().as_nanos() as f64 / f64::from(per_round);
+        }
+        for i in 0..n {
+            let b = cases
+                .iter()
+                .position(|c| c.name == base(cases[i].name))
+                .unwrap();
+            per_req[i].push(times[i]);
+            ratios[i].push(times[i] / times[b]);
+        }
+    }
+    let med_time: Vec<f64> = per_req.iter_mut().map(|v| median(v)).collect();
+    let med_ratio: Vec<f64> = ratios.iter_mut().map(|v| median(v)).collect();
+    let idx = |name: &str| cases.iter().position(|c| c.name == name).unwrap();
+    let overhead = |i: usize| (med_ratio[i] - 1.0) * med_time[idx(base(cases[i].name))];
+
+    println!("{rounds} rounds x {per_round} requests per case, interleaved; medians");
+    println!(
+        "{:<20} {:>10} {:>9} {:>11} {:>10} {:>8}",
+        "case", "ns/req", "x bare", "+ns", "x floor+", "allocs"
+    );
+    for i in 0..n {
+        let name = cases[i].name;
+        let floor_name = if name.starts_with("stream/") {
+            "stream/floor"
+        } else {
+            "floor"
+        };
+        let vs_floor = if name.contains("layer") && !name.starts_with("client") {
+            format!("{:.2}", overhead(i) / overhead(idx(floor_name)))
+        } else {
+            String::from("-")
+        };
+        println!(
+            "{:<20} {:>10.0} {:>9.3} {:>11.0} {:>10} {:>8.1}",
+            name,
+            med_time[i],
+            med_ratio[i],
+            overhead(i),
+            vs_floor,
+            allocs[i]
+        );
+    }
+    let sdk = overhead(idx("layer/sdk"));
+    println!(
+        "\nsampled_out / sdk overhead: {:.2}; noop overhead: {:.0} ns, {:+.1} allocs",
+        overhead(idx("layer/sampled_out")) / sdk,
+        overhead(idx("layer/noop")),
+        allocs[idx("layer/noop")] - allocs[idx("bare")]
+    );
+}
