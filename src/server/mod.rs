@@ -103,6 +103,15 @@
 //! hint (hyper enforces a declared `Content-Length`); chunked request bodies of unknown
 //! length are not measured. The response body size counts the bytes that pass.
 //!
+//! # Sampling
+//!
+//! Samplers see the request attributes above (and the route, when known at the start)
+//! when the span is created. One exception, for cost: when the incoming parent is valid
+//! but **not sampled** (head sampling upstream, the common case under a parent-based
+//! sampler), the layer asks the sampler first and builds the attributes only if the span
+//! is recorded after all; such a sampler then sees no attributes at its decision, and
+//! the recorded span still carries them all.
+//!
 //! # `error.type` values
 //!
 //! - `"500"` … `"599"`: the response status, for a 5xx response;

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use opentelemetry::trace::{
-    Link, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    Link, Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
@@ -91,83 +91,97 @@ impl ServerRecord {
                 let now = SystemTime::now();
                 span_start = Some(now);
                 let parent = shared.propagation.extract(headers);
-                let mut attrs = Vec::with_capacity(16);
-                attrs.push(KeyValue::new(
-                    HTTP_REQUEST_METHOD,
-                    Value::String(method.value.clone()),
-                ));
-                if let Some(original) = method.original(req.method()) {
-                    attrs.push(original);
-                }
-                if !uri.path().is_empty() {
+                let attributes = || {
+                    let mut attrs = Vec::with_capacity(16);
                     attrs.push(KeyValue::new(
-                        URL_PATH,
-                        Value::String(attributes::owned(uri.path())),
+                        HTTP_REQUEST_METHOD,
+                        Value::String(method.value.clone()),
                     ));
-                }
-                if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
-                    let query = attributes::redact_query(query, &config.sensitive_query_keys);
-                    attrs.push(KeyValue::new(
-                        URL_QUERY,
-                        Value::String(attributes::owned(&query)),
-                    ));
-                }
-                attrs.push(KeyValue::new(URL_SCHEME, Value::String(scheme.clone())));
-                if let Some((host, port)) = server_address() {
-                    attrs.push(KeyValue::new(
-                        SERVER_ADDRESS,
-                        Value::String(attributes::owned(host)),
-                    ));
-                    if let Some(port) = port {
-                        attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                    if let Some(original) = method.original(req.method()) {
+                        attrs.push(original);
                     }
-                }
-                let peer = peer_addr(req.extensions());
-                match (forwarded.client, peer) {
-                    (Some(client), _) => attrs.push(KeyValue::new(
-                        CLIENT_ADDRESS,
-                        Value::String(attributes::owned(client)),
-                    )),
-                    (None, Some(peer)) => {
-                        attrs.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()))
+                    if !uri.path().is_empty() {
+                        attrs.push(KeyValue::new(
+                            URL_PATH,
+                            Value::String(attributes::owned(uri.path())),
+                        ));
                     }
-                    (None, None) => {}
-                }
-                if let Some(peer) = peer {
-                    attrs.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
-                    attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
-                }
-                if let Some(ua) = attributes::header_str(headers, &http::header::USER_AGENT)
-                    .filter(|ua| !ua.trim().is_empty())
-                {
-                    attrs.push(KeyValue::new(
-                        USER_AGENT_ORIGINAL,
-                        Value::String(attributes::owned(ua)),
+                    if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
+                        let query = attributes::redact_query(query, &config.sensitive_query_keys);
+                        attrs.push(KeyValue::new(
+                            URL_QUERY,
+                            Value::String(attributes::owned(&query)),
+                        ));
+                    }
+                    attrs.push(KeyValue::new(URL_SCHEME, Value::String(scheme.clone())));
+                    if let Some((host, port)) = server_address() {
+                        attrs.push(KeyValue::new(
+                            SERVER_ADDRESS,
+                            Value::String(attributes::owned(host)),
+                        ));
+                        if let Some(port) = port {
+                            attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                        }
+                    }
+                    let peer = peer_addr(req.extensions());
+                    match (forwarded.client, peer) {
+                        (Some(client), _) => attrs.push(KeyValue::new(
+                            CLIENT_ADDRESS,
+                            Value::String(attributes::owned(client)),
+                        )),
+                        (None, Some(peer)) => {
+                            attrs.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()))
+                        }
+                        (None, None) => {}
+                    }
+                    if let Some(peer) = peer {
+                        attrs.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+                        attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
+                    }
+                    if let Some(ua) = attributes::header_str(headers, &http::header::USER_AGENT)
+                        .filter(|ua| !ua.trim().is_empty())
+                    {
+                        attrs.push(KeyValue::new(
+                            USER_AGENT_ORIGINAL,
+                            Value::String(attributes::owned(ua)),
+                        ));
+                    }
+                    if let Some(version) = version {
+                        attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+                    }
+                    if let Some(route) = &route {
+                        attrs.push(KeyValue::new(HTTP_ROUTE, Value::String(route.value())));
+                    }
+                    attrs.extend(attributes::captured_headers(
+                        headers,
+                        &config.request_headers,
                     ));
-                }
-                if let Some(version) = version {
-                    attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
-                }
-                if let Some(route) = &route {
-                    attrs.push(KeyValue::new(HTTP_ROUTE, Value::String(route.value())));
-                }
-                attrs.extend(attributes::captured_headers(
-                    headers,
-                    &config.request_headers,
-                ));
+                    attrs
+                };
 
-                let mut builder =
-                    SpanBuilder::from_name(span_name(shared, &method, route.as_ref()))
-                        .with_kind(SpanKind::Server)
-                        .with_start_time(now);
-                builder.attributes = Some(attrs);
+                let builder = SpanBuilder::from_name(span_name(shared, &method, route.as_ref()))
+                    .with_kind(SpanKind::Server)
+                    .with_start_time(now);
                 let span = if public {
                     let remote = parent.span().span_context().clone();
+                    let mut builder = builder;
+                    builder.attributes = Some(attributes());
                     if remote.is_valid() {
                         builder.links = Some(vec![Link::with_context(remote)]);
                     }
                     tracer.build_with_context(builder, &Context::new())
+                } else if unsampled_remote(&parent) {
+                    // The usual outcome is a span that records nothing (head sampling
+                    // upstream): ask first, and build the attributes only if a sampler
+                    // records it all the same (it then sees them after the decision).
+                    let mut span = tracer.build_with_context(builder, &parent);
+                    if span.is_recording() {
+                        span.set_attributes(attributes());
+                    }
+                    span
                 } else {
+                    let mut builder = builder;
+                    builder.attributes = Some(attributes());
                     tracer.build_with_context(builder, &parent)
                 };
                 Some(parent.with_span(span))
@@ -383,6 +397,13 @@ fn span_name(
         Some(namer) => Cow::Owned(namer(method.span_name_part(), route)),
         None => method.span_name(route),
     }
+}
+
+/// A valid remote parent that was not sampled: a parent-based sampler drops the span.
+fn unsampled_remote(parent: &Context) -> bool {
+    let span = parent.span();
+    let sc = span.span_context();
+    sc.is_valid() && sc.is_remote() && !sc.is_sampled()
 }
 
 /// The peer's socket address: our [`PeerAddr`], or axum's `ConnectInfo<SocketAddr>`.
