@@ -360,6 +360,22 @@ pub(crate) fn scheme_value(scheme: &str) -> StringValue {
     }
 }
 
+/// The `error.type` of an error type: its fully qualified name, as the conventions ask,
+/// with the public path of the usual ecosystem errors in place of the private module
+/// `std::any::type_name` gives (`hyper::error::Error` is `hyper::Error`).
+pub(crate) fn error_type_name<E>() -> &'static str {
+    match std::any::type_name::<E>() {
+        "hyper::error::Error" => "hyper::Error",
+        "hyper_util::client::legacy::client::Error" => "hyper_util::client::legacy::Error",
+        "std::io::error::Error" => "std::io::Error",
+        "axum_core::error::Error" => "axum::Error",
+        "alloc::boxed::Box<dyn core::error::Error + core::marker::Send + core::marker::Sync>" => {
+            "Box<dyn Error + Send + Sync>"
+        }
+        other => other,
+    }
+}
+
 /// A fixed-capacity list of attributes on the stack, for recording metrics without a
 /// heap allocation per request.
 pub(crate) struct Attrs<const N: usize> {
@@ -425,6 +441,16 @@ mod tests {
         assert_eq!(known.label(&propfind).span_name(None), "PROPFIND");
         assert_eq!(known.label(&Method::GET).value.as_str(), "GET");
         assert_eq!(known.label(&Method::POST).value.as_str(), "_OTHER");
+    }
+
+    #[test]
+    fn error_type_names_are_public_paths() {
+        assert_eq!(error_type_name::<std::io::Error>(), "std::io::Error");
+        assert_eq!(
+            error_type_name::<Box<dyn std::error::Error + Send + Sync>>(),
+            "Box<dyn Error + Send + Sync>"
+        );
+        assert_eq!(error_type_name::<std::fmt::Error>(), "core::fmt::Error");
     }
 
     #[test]

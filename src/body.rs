@@ -96,9 +96,9 @@ impl<B: Body> Body for ResponseBody<B> {
                     this.guard.finish(BodyEnd::Complete);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this
-                .guard
-                .finish(BodyEnd::Error(std::any::type_name::<B::Error>())),
+            Poll::Ready(Some(Err(_))) => this.guard.finish(BodyEnd::Error(
+                crate::attributes::error_type_name::<B::Error>(),
+            )),
             Poll::Ready(None) => this.guard.finish(BodyEnd::Complete),
         }
         result

@@ -31,7 +31,7 @@
 //! # Feature flags
 //!
 //! - `axum`: axum's `MatchedPath` becomes `http.route`, `ConnectInfo<SocketAddr>` gives
-//!   `client.address` and `network.peer.*`, and [`HttpRoute::matched_path_layer`].
+//!   `client.address` and `network.peer.*`, and `HttpRoute::matched_path_layer()`.
 //! - `reqwest`: an `OtelMiddleware` for `reqwest-middleware`.
 //!
 //! # When telemetry is recorded

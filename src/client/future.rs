@@ -63,7 +63,7 @@ where
                 Ok(Response::from_parts(parts, body))
             }
             Err(err) => {
-                record.finish(Some(std::any::type_name::<E>()), None);
+                record.finish(Some(crate::attributes::error_type_name::<E>()), None);
                 Err(err)
             }
         })

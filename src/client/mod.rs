@@ -40,7 +40,7 @@
 //! 5xx and transport errors.
 //!
 //! `error.type` is the status code as a string for 4xx and 5xx, the inner service's error
-//! type name (`std::any::type_name`, e.g. `hyper_util::client::legacy::Error`) for a
+//! type, fully qualified (e.g. `hyper_util::client::legacy::Error`) for a
 //! transport error, or the response body's error type name when the body fails.
 //!
 //! Metrics: `http.client.request.duration` (s) with `http.request.method`,

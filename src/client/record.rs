@@ -189,7 +189,6 @@ impl ClientRecord {
     /// Ends the span and records the metrics. `error` is the error type of a failure.
     pub(crate) fn finish(self, error: Option<&'static str>, response_bytes: Option<u64>) {
         let elapsed = self.start.elapsed();
-        let error = error.map(public_type_name);
         let error_status = self
             .status
             .filter(|s| s.is_client_error() || s.is_server_error());
@@ -295,17 +294,6 @@ impl<'a> RequestParts<'a> {
             headers: &mut parts.headers,
             extensions: &parts.extensions,
         }
-    }
-}
-
-/// `std::any::type_name` names a type by the module that defines it, which for these
-/// common client errors is private: record the public path the docs and users know
-/// (`hyper_util::client::legacy::Error`, not `...::legacy::client::Error`).
-fn public_type_name(name: &'static str) -> &'static str {
-    match name {
-        "hyper_util::client::legacy::client::Error" => "hyper_util::client::legacy::Error",
-        "hyper::error::Error" => "hyper::Error",
-        other => other,
     }
 }
 

@@ -72,7 +72,9 @@ where
                 Ok(Response::from_parts(parts, body))
             }
             Err(err) => {
-                record.finish_early(Early::ServiceError(std::any::type_name::<E>()));
+                record.finish_early(Early::ServiceError(
+                    crate::attributes::error_type_name::<E>(),
+                ));
                 Err(err)
             }
         })

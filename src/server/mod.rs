@@ -115,8 +115,9 @@
 //! # `error.type` values
 //!
 //! - `"500"` … `"599"`: the response status, for a 5xx response;
-//! - the inner service's error type name (`std::any::type_name`, e.g.
-//!   `std::io::error::Error`), when it returned `Err`;
+//! - the inner service's error type, fully qualified (`std::any::type_name`, with the
+//!   public path for the usual ecosystem errors: `std::io::Error`, `hyper::Error`,
+//!   `axum::Error`, `Box<dyn Error + Send + Sync>`), when it returned `Err`;
 //! - the response body's error type name, when the body failed;
 //! - `request_cancelled`: the response future was dropped before the inner service
 //!   answered (the client went away, or an outer timeout fired);
