@@ -59,7 +59,12 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let res = svc.clone().oneshot(request()).now_or_never().unwrap().unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request())
+        .now_or_never()
+        .unwrap()
+        .unwrap();
     let body = res.into_body().collect().now_or_never().unwrap().unwrap();
     std::hint::black_box(body);
 }
