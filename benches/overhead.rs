@@ -1,6 +1,6 @@
 //! Interleaved overhead comparison, with allocation counts.
 //!
-//! `cargo bench --bench overhead [-- ROUNDS [REQUESTS_PER_ROUND]]`
+//! `cargo bench --bench overhead [-- ROUNDS [REQUESTS_PER_ROUND [CASE_FILTER]]]`
 //!
 //! Criterion measures cases one after another, and this machine's speed drifts by
 //! 15–40 % over minutes, which misranks cases. Here every case is built first, then each
@@ -361,7 +361,18 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
     let per_round: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
-    let cases = cases();
+    // An optional filter (for profiling one case under callgrind): `bare` is always kept.
+    let filter = args.next();
+    let mut cases = cases();
+    if let Some(filter) = &filter {
+        cases.retain(|c| {
+            c.name == "bare"
+                || c.name == "stream/bare"
+                || c.name == "floor"
+                || c.name == "stream/floor"
+                || c.name.contains(filter.as_str())
+        });
+    }
 
     // Allocations per request (warm first: the first requests fill lazy state).
     let mut allocs = Vec::new();
@@ -438,6 +449,9 @@ fn main() {
             vs_floor,
             allocs[i]
         );
+    }
+    if filter.is_some() {
+        return;
     }
     let sdk = overhead(idx("layer/sdk"));
     println!(

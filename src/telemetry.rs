@@ -12,7 +12,7 @@ use opentelemetry::trace::{
     Span as _, SpanBuilder, SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider,
 };
-use opentelemetry::{Context, InstrumentationScope};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 
 use crate::propagation::{HeaderExtractor, HeaderInjector, TraceContextPropagator};
 use crate::semconv;
@@ -229,9 +229,41 @@ pub(crate) struct Instruments {
     pub(crate) request_size: Option<Histogram<u64>>,
     pub(crate) response_size: Option<Histogram<u64>>,
     pub(crate) active: Option<UpDownCounter<i64>>,
+    #[cfg(feature = "experimental-bound-instruments")]
+    bound: crate::bound::BoundCache,
 }
 
 impl Instruments {
+    /// Records the end of a request: its duration, and the body sizes that are known,
+    /// all with the same attributes.
+    pub(crate) fn record(
+        &self,
+        attrs: &[KeyValue],
+        duration: f64,
+        request_size: Option<u64>,
+        response_size: Option<u64>,
+    ) {
+        #[cfg(feature = "experimental-bound-instruments")]
+        if self.bound.record(
+            attrs,
+            (
+                &self.duration,
+                self.request_size.as_ref(),
+                self.response_size.as_ref(),
+            ),
+            (duration, request_size, response_size),
+        ) {
+            return;
+        }
+        self.duration.record(duration, attrs);
+        if let (Some(h), Some(size)) = (&self.request_size, request_size) {
+            h.record(size, attrs);
+        }
+        if let (Some(h), Some(size)) = (&self.response_size, response_size) {
+            h.record(size, attrs);
+        }
+    }
+
     pub(crate) fn new(meter: &Meter, side: Side, body_sizes: bool, active: bool) -> Self {
         let (duration, request_size, response_size, active_requests, who) = match side {
             Side::Server => (
@@ -273,6 +305,8 @@ impl Instruments {
                     .with_description(format!("Number of active HTTP {who} requests."))
                     .build()
             }),
+            #[cfg(feature = "experimental-bound-instruments")]
+            bound: crate::bound::BoundCache::default(),
         }
     }
 }

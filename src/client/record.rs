@@ -236,13 +236,12 @@ impl ClientRecord {
             ));
         }
         let attrs = attrs.as_slice();
-        metrics.duration.record(elapsed.as_secs_f64(), attrs);
-        if let (Some(h), Some(size)) = (&metrics.request_size, self.request_body_size) {
-            h.record(size, attrs);
-        }
-        if let (Some(h), Some(size)) = (&metrics.response_size, response_bytes) {
-            h.record(size, attrs);
-        }
+        metrics.record(
+            attrs,
+            elapsed.as_secs_f64(),
+            self.request_body_size,
+            response_bytes,
+        );
         if let Some(active) = &metrics.active {
             active.add(-1, self.active_attributes().as_slice());
         }
