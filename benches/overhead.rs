@@ -23,6 +23,9 @@
 //!   installed.
 //! - `stream/*`: the same with a 16-chunk streamed response body.
 //! - `client/*`: `OtelClientLayer` over an in-process client service.
+//! - `peer/oitower/*`: opentelemetry-instrumentation-tower 0.19 (opentelemetry-rust-contrib),
+//!   the closest peer, with the same SDK providers installed as the globals (it reads
+//!   only those), or with nothing installed. It records no `http.route` here (no axum).
 
 // The one unsafe block of the project: a counting global allocator, in this bench only.
 #![allow(unsafe_code)]
@@ -273,7 +276,14 @@ fn cases() -> Vec<Case> {
         let f = Floor::new(handler(streamed), &tp, &mp);
         boxed(tower::service_fn(move |req| f.clone().call(req)))
     };
-    vec![
+    // The peer reads only the global providers: build its no-op layer first, then every
+    // layer of ours (they snapshot the globals when built), then install the SDK.
+    let peer_noop = boxed(
+        ServiceBuilder::new()
+            .layer(opentelemetry_instrumentation_tower::http::server::Layer::new())
+            .service(handler(false)),
+    );
+    let mut cases = vec![
         Case {
             name: "bare",
             svc: boxed(handler(false)),
@@ -349,7 +359,26 @@ fn cases() -> Vec<Case> {
             svc: client(OtelClientLayer::builder()),
             traceparent: SAMPLED,
         },
-    ]
+    ];
+    opentelemetry::global::set_tracer_provider(tp.clone());
+    opentelemetry::global::set_meter_provider(mp.clone());
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let peer_sdk = boxed(
+        ServiceBuilder::new()
+            .layer(opentelemetry_instrumentation_tower::http::server::Layer::new())
+            .service(handler(false)),
+    );
+    cases.push(Case {
+        name: "peer/oitower/sdk",
+        svc: peer_sdk,
+        traceparent: SAMPLED,
+    });
+    cases.push(Case {
+        name: "peer/oitower/noop",
+        svc: peer_noop,
+        traceparent: SAMPLED,
+    });
+    cases
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -435,7 +464,9 @@ fn main() {
         } else {
             "floor"
         };
-        let vs_floor = if name.contains("layer") && !name.starts_with("client") {
+        let vs_floor = if (name.contains("layer") || name.starts_with("peer"))
+            && !name.starts_with("client")
+        {
             format!("{:.2}", overhead(i) / overhead(idx(floor_name)))
         } else {
             String::from("-")
@@ -455,7 +486,11 @@ fn main() {
     }
     let sdk = overhead(idx("layer/sdk"));
     println!(
-        "\nsampled_out / sdk overhead: {:.2}; noop overhead: {:.0} ns, {:+.1} allocs",
+        "\nlayer/sdk overhead / peer/oitower/sdk overhead: {:.2}",
+        sdk / overhead(idx("peer/oitower/sdk"))
+    );
+    println!(
+        "sampled_out / sdk overhead: {:.2}; noop overhead: {:.0} ns, {:+.1} allocs",
         overhead(idx("layer/sampled_out")) / sdk,
         overhead(idx("layer/noop")),
         allocs[idx("layer/noop")] - allocs[idx("bare")]

@@ -376,6 +376,16 @@ pub(crate) fn error_type_name<E>() -> &'static str {
     }
 }
 
+/// The size of a request body for the body-size metric: its exact size hint (hyper
+/// enforces a declared `Content-Length`), or `None` when it is unknown (chunked) or when
+/// there is no body at all (a bodiless GET has no payload to measure).
+pub(crate) fn request_body_size<B: http_body::Body>(body: &B) -> Option<u64> {
+    if body.is_end_stream() {
+        return None;
+    }
+    body.size_hint().exact()
+}
+
 /// A fixed-capacity list of attributes on the stack, for recording metrics without a
 /// heap allocation per request.
 pub(crate) struct Attrs<const N: usize> {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 
 use opentelemetry::metrics::{BoundHistogram, Histogram};
 use opentelemetry::KeyValue;
@@ -18,11 +18,13 @@ use opentelemetry::KeyValue;
 /// (2000 by default) applies either way.
 const MAX_BOUND_SETS: usize = 1024;
 
-/// The handles of one attribute set.
+/// The handles of one attribute set. The size handles are bound on their first value:
+/// binding creates the series, and a size that is never measured (no request body, or a
+/// client that ends at the headers) must not show as an empty one.
 struct BoundSet {
     duration: BoundHistogram<f64>,
-    request_size: Option<BoundHistogram<u64>>,
-    response_size: Option<BoundHistogram<u64>>,
+    request_size: OnceLock<BoundHistogram<u64>>,
+    response_size: OnceLock<BoundHistogram<u64>>,
 }
 
 #[derive(Default)]
@@ -45,11 +47,11 @@ impl BoundCache {
     ) -> bool {
         let record = |set: &BoundSet| {
             set.duration.record(values.0);
-            if let (Some(h), Some(v)) = (&set.request_size, values.1) {
-                h.record(v);
+            if let (Some(h), Some(v)) = (instruments.1, values.1) {
+                set.request_size.get_or_init(|| h.bind(attrs)).record(v);
             }
-            if let (Some(h), Some(v)) = (&set.response_size, values.2) {
-                h.record(v);
+            if let (Some(h), Some(v)) = (instruments.2, values.2) {
+                set.response_size.get_or_init(|| h.bind(attrs)).record(v);
             }
         };
         if let Ok(sets) = self.sets.read() {
@@ -66,8 +68,8 @@ impl BoundCache {
         }
         let set = sets.entry(attrs.into()).or_insert_with(|| BoundSet {
             duration: instruments.0.bind(attrs),
-            request_size: instruments.1.map(|h| h.bind(attrs)),
-            response_size: instruments.2.map(|h| h.bind(attrs)),
+            request_size: OnceLock::new(),
+            response_size: OnceLock::new(),
         });
         record(set);
         true
@@ -126,5 +128,86 @@ impl FxHasher {
     #[inline]
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    use crate::telemetry::{Instruments, Side};
+
+    /// `(metric name, number of series, total count)` of every histogram exported.
+    fn exported(exporter: &InMemoryMetricExporter) -> Vec<(String, usize, u64)> {
+        let mut out = Vec::new();
+        for rm in exporter.get_finished_metrics().unwrap() {
+            for sm in rm.scope_metrics() {
+                for m in sm.metrics() {
+                    let (series, count) = match m.data() {
+                        AggregatedMetrics::F64(MetricData::Histogram(h)) => (
+                            h.data_points().count(),
+                            h.data_points().map(|p| p.count()).sum(),
+                        ),
+                        AggregatedMetrics::U64(MetricData::Histogram(h)) => (
+                            h.data_points().count(),
+                            h.data_points().map(|p| p.count()).sum(),
+                        ),
+                        _ => continue,
+                    };
+                    out.push((m.name().to_owned(), series, count));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn setup() -> (SdkMeterProvider, InMemoryMetricExporter, Instruments) {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let instruments = Instruments::new(&provider.meter("t"), Side::Server, true, false);
+        (provider, exporter, instruments)
+    }
+
+    #[test]
+    fn sets_beyond_the_cache_are_recorded_unbound() {
+        let (provider, exporter, instruments) = setup();
+        let n = super::MAX_BOUND_SETS + 100;
+        for i in 0..n {
+            let attrs = [KeyValue::new("i", i as i64)];
+            instruments.record(&attrs, 0.1, Some(1), Some(2));
+            instruments.record(&attrs, 0.1, Some(1), Some(2));
+        }
+        provider.force_flush().unwrap();
+        let n2 = 2 * n as u64;
+        assert_eq!(
+            exported(&exporter),
+            vec![
+                ("http.server.request.body.size".to_owned(), n, n2),
+                ("http.server.request.duration".to_owned(), n, n2),
+                ("http.server.response.body.size".to_owned(), n, n2),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_size_never_measured_makes_no_series() {
+        let (provider, exporter, instruments) = setup();
+        let attrs = [KeyValue::new("k", "v")];
+        instruments.record(&attrs, 0.1, None, Some(5));
+        instruments.record(&attrs, 0.2, None, Some(6));
+        provider.force_flush().unwrap();
+        assert_eq!(
+            exported(&exporter),
+            vec![
+                ("http.server.request.duration".to_owned(), 1, 2),
+                ("http.server.response.body.size".to_owned(), 1, 2),
+            ]
+        );
     }
 }

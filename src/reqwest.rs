@@ -195,11 +195,8 @@ impl Middleware for OtelMiddleware {
         if shared.inert {
             return next.run(req, extensions);
         }
-        let request_body_size = Some(
-            req.body()
-                .and_then(|body| http_body::Body::size_hint(body).exact())
-                .unwrap_or(0),
-        );
+        // No body, no point (as for `http::Request`s).
+        let request_body_size = req.body().and_then(crate::attributes::request_body_size);
         let uri = to_uri(req.url());
         let method = req.method().clone();
         let record = ClientRecord::start_parts(

@@ -1280,7 +1280,9 @@ async fn duration_metric_name_unit_buckets_and_attributes() {
 async fn metric_set_by_default_and_route_is_omitted_when_unknown() {
     let t = Telemetry::new();
     let addr = serve_app(t.server().build()).await;
-    send(get(addr, "/no-route?q=1")).await;
+    let mut req = get(addr, "/no-route?q=1");
+    *req.body_mut() = http_body_util::Full::new(Bytes::from_static(b"body"));
+    send(req).await;
     t.wait_spans(1).await;
     assert_eq!(
         t.metric_names(),

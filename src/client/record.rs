@@ -35,7 +35,7 @@ impl ClientRecord {
         shared: &Arc<ClientShared>,
         req: Request<B>,
     ) -> (Self, Request<B>) {
-        let request_body_size = req.body().size_hint().exact();
+        let request_body_size = attributes::request_body_size(req.body());
         let (mut parts, body) = req.into_parts();
         let record = Self::start_parts(shared, RequestParts::of(&mut parts), request_body_size);
         (record, Request::from_parts(parts, body))

@@ -76,7 +76,7 @@ impl ServerRecord {
         };
         let route = HttpRoute::from_extensions(req.extensions());
         let version = attributes::protocol_version(req.version());
-        let request_body_size = req.body().size_hint().exact();
+        let request_body_size = attributes::request_body_size(req.body());
         let server_address = || {
             forwarded
                 .host
