@@ -310,3 +310,51 @@ impl Instruments {
         }
     }
 }
+
+/// Everything a layer's services share, behind one `Arc`: resolved once when the layer is
+/// built. `C` is the side's configuration.
+pub(crate) struct Shared<C> {
+    pub(crate) tracer: Option<BoxedTracer>,
+    pub(crate) metrics: Option<Instruments>,
+    pub(crate) propagation: Propagation,
+    pub(crate) config: C,
+    /// Nothing to do at all: no tracer, no meter, no propagator.
+    pub(crate) inert: bool,
+}
+
+impl<C> Shared<C> {
+    pub(crate) fn new(
+        sources: Sources,
+        side: Side,
+        body_sizes: bool,
+        active_requests: bool,
+        config: C,
+    ) -> Self {
+        let Resolved {
+            tracer,
+            meter,
+            propagation,
+        } = sources.resolve();
+        let metrics =
+            meter.map(|meter| Instruments::new(&meter, side, body_sizes, active_requests));
+        let inert = tracer.is_none() && metrics.is_none() && propagation.is_off();
+        Self {
+            tracer,
+            metrics,
+            propagation,
+            config,
+            inert,
+        }
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for Shared<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("tracing", &self.tracer.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .field("propagation", &self.propagation)
+            .field("config", &self.config)
+            .finish()
+    }
+}

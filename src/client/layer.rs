@@ -2,13 +2,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use opentelemetry::global::BoxedTracer;
 use tower_layer::Layer;
 
 use super::OtelClient;
 use crate::attributes::{CapturedHeader, KnownMethods};
 use crate::semconv;
-use crate::telemetry::{Instruments, Propagation, Resolved, Side, Sources};
+use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP client CLIENT spans, context propagation and request
 /// metrics, following the OpenTelemetry HTTP semantic conventions.
@@ -99,29 +98,15 @@ impl OtelClientLayerBuilder {
 
     /// Builds the layer.
     pub fn build(self) -> OtelClientLayer {
-        let Resolved {
-            tracer,
-            meter,
-            propagation,
-        } = self.sources.resolve();
-        let config = &self.config;
-        let metrics = meter.map(|meter| {
-            Instruments::new(
-                &meter,
-                Side::Client,
-                config.body_size_metrics,
-                config.active_requests,
-            )
-        });
-        let inert = tracer.is_none() && metrics.is_none() && propagation.is_off();
+        let (body_sizes, active) = (self.config.body_size_metrics, self.config.active_requests);
         OtelClientLayer {
-            shared: Arc::new(ClientShared {
-                tracer,
-                metrics,
-                propagation,
-                config: self.config,
-                inert,
-            }),
+            shared: Arc::new(ClientShared::new(
+                self.sources,
+                Side::Client,
+                body_sizes,
+                active,
+                self.config,
+            )),
         }
     }
 }
@@ -134,24 +119,8 @@ impl fmt::Debug for OtelClientLayerBuilder {
     }
 }
 
-pub(crate) struct ClientShared {
-    pub(crate) tracer: Option<BoxedTracer>,
-    pub(crate) metrics: Option<Instruments>,
-    pub(crate) propagation: Propagation,
-    pub(crate) config: ClientConfig,
-    pub(crate) inert: bool,
-}
-
-impl fmt::Debug for ClientShared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientShared")
-            .field("tracing", &self.tracer.is_some())
-            .field("metrics", &self.metrics.is_some())
-            .field("propagation", &self.propagation)
-            .field("config", &self.config)
-            .finish()
-    }
-}
+/// What the client's services share.
+pub(crate) type ClientShared = telemetry::Shared<ClientConfig>;
 
 #[derive(Debug)]
 pub(crate) struct ClientConfig {

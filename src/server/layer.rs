@@ -3,14 +3,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::request::Parts;
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::StringValue;
 use tower_layer::Layer;
 
 use super::Otel;
 use crate::attributes::{self, CapturedHeader, KnownMethods};
 use crate::semconv;
-use crate::telemetry::{Instruments, Propagation, Resolved, Side, Sources};
+use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP server SERVER spans and request metrics, following the
 /// OpenTelemetry HTTP semantic conventions.
@@ -183,29 +182,15 @@ impl OtelLayerBuilder {
     /// Builds the layer: resolves the tracer, meter and propagator, and creates the
     /// instruments.
     pub fn build(self) -> OtelLayer {
-        let Resolved {
-            tracer,
-            meter,
-            propagation,
-        } = self.sources.resolve();
-        let config = &self.config;
-        let metrics = meter.map(|meter| {
-            Instruments::new(
-                &meter,
-                Side::Server,
-                config.body_size_metrics,
-                config.active_requests,
-            )
-        });
-        let inert = tracer.is_none() && metrics.is_none() && propagation.is_off();
+        let (body_sizes, active) = (self.config.body_size_metrics, self.config.active_requests);
         OtelLayer {
-            shared: Arc::new(Shared {
-                tracer,
-                metrics,
-                propagation,
-                config: self.config,
-                inert,
-            }),
+            shared: Arc::new(Shared::new(
+                self.sources,
+                Side::Server,
+                body_sizes,
+                active,
+                self.config,
+            )),
         }
     }
 }
@@ -218,26 +203,8 @@ impl fmt::Debug for OtelLayerBuilder {
     }
 }
 
-/// Everything a layer's services share, behind one `Arc`.
-pub(crate) struct Shared {
-    pub(crate) tracer: Option<BoxedTracer>,
-    pub(crate) metrics: Option<Instruments>,
-    pub(crate) propagation: Propagation,
-    pub(crate) config: Config,
-    /// Nothing to do at all: no tracer, no meter, no propagator.
-    pub(crate) inert: bool,
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("tracing", &self.tracer.is_some())
-            .field("metrics", &self.metrics.is_some())
-            .field("propagation", &self.propagation)
-            .field("config", &self.config)
-            .finish()
-    }
-}
+/// What the server's services share.
+pub(crate) type Shared = telemetry::Shared<Config>;
 
 pub(crate) struct Config {
     pub(crate) filter: Option<RequestPredicate>,
