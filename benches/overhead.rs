@@ -8,7 +8,9 @@
 //! round, and each case's time is divided by `bare`'s time in the same round. The table
 //! gives the median of those per-round ratios, the overhead over `bare` (median ratio
 //! minus one, times `bare`'s median time), and heap allocations per request (counted by
-//! a global allocator, in a separate pass).
+//! a global allocator, in a separate pass), with the spans ended per request and, of those,
+//! the children of the incoming `traceparent` (`spans`, `child`), to check that every case
+//! does the same work.
 //!
 //! Every request is the same whole lifecycle: `GET /users/42?x=1` with `host`,
 //! `user-agent` and a valid `traceparent`, through `oneshot`, body collected.
@@ -26,13 +28,28 @@
 //! - `peer/oitower/*`: opentelemetry-instrumentation-tower 0.19 (opentelemetry-rust-contrib),
 //!   the closest peer, with the same SDK providers installed as the globals (it reads
 //!   only those), or with nothing installed. It records no `http.route` here (no axum).
+//! - `peer/tower-otel/*`: tower-otel 0.12, its HTTP server trace layer (a `tracing` span
+//!   at INFO) over its HTTP server metrics layer (given a meter of the same SDK meter
+//!   provider). No `http.route` here (its `axum` feature reads axum's `MatchedPath`).
+//! - `peer/axum-otel/*`: axum-tracing-opentelemetry 0.42, `OtelAxumLayer::default()` (a
+//!   `tracing` span at TRACE, no metrics). Outside an axum `Router` it finds no
+//!   `MatchedPath`, so it records `http.route = ""` and names the span `GET`.
+//!
+//! The two `tracing`-based peers need a subscriber: a `tracing_subscriber::registry()` with
+//! a `tracing_opentelemetry::layer()` on the same SDK tracer provider as the other cases,
+//! set as the global default once every case is built (none of our cases uses
+//! `tracing`). The peers read the global propagator (the SDK's W3C one, installed once
+//! for `peer/*/sdk`) on every request; for the `peer/*/noop` cases it is switched off and
+//! `tracing` is scoped to no subscriber (`Dispatch::none()`), once per timed segment, so
+//! "nothing installed" means the same for every crate: no SDK, no propagator, no
+//! subscriber.
 
 // The one unsafe block of the project: a counting global allocator, in this bench only.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -52,6 +69,7 @@ use tower::util::BoxCloneService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_otel_http::propagation::HeaderExtractor;
 use tower_otel_http::{HttpRoute, OtelClientLayer, OtelLayer};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 struct Counting;
 
@@ -76,6 +94,12 @@ static GLOBAL: Counting = Counting;
 
 const SAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+const PARENT_SPAN_ID: opentelemetry::trace::SpanId =
+    opentelemetry::trace::SpanId::from_bytes(0xb7ad6b7169203331_u64.to_be_bytes());
+
+/// Spans ended, and those whose parent is the incoming `traceparent`'s span.
+static SPANS: AtomicU64 = AtomicU64::new(0);
+static CHILDREN: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug)]
 struct DropProcessor;
@@ -83,6 +107,10 @@ struct DropProcessor;
 impl SpanProcessor for DropProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
     fn on_end(&self, span: SpanData) {
+        SPANS.fetch_add(1, Ordering::Relaxed);
+        if span.parent_span_id == PARENT_SPAN_ID {
+            CHILDREN.fetch_add(1, Ordering::Relaxed);
+        }
         std::hint::black_box(span);
     }
     fn force_flush(&self) -> OTelSdkResult {
@@ -90,6 +118,39 @@ impl SpanProcessor for DropProcessor {
     }
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
+    }
+}
+
+/// Whether the global propagator propagates: off while a `peer/*/noop` case runs.
+static PROPAGATE: AtomicBool = AtomicBool::new(true);
+
+/// The global propagator of the peers: the SDK's W3C propagator, unless switched off.
+#[derive(Debug)]
+struct Switched(TraceContextPropagator);
+
+impl TextMapPropagator for Switched {
+    fn inject_context(
+        &self,
+        cx: &Context,
+        injector: &mut dyn opentelemetry::propagation::Injector,
+    ) {
+        if PROPAGATE.load(Ordering::Relaxed) {
+            self.0.inject_context(cx, injector);
+        }
+    }
+    fn extract_with_context(
+        &self,
+        cx: &Context,
+        extractor: &dyn opentelemetry::propagation::Extractor,
+    ) -> Context {
+        if PROPAGATE.load(Ordering::Relaxed) {
+            self.0.extract_with_context(cx, extractor)
+        } else {
+            cx.clone()
+        }
+    }
+    fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+        self.0.fields()
     }
 }
 
@@ -239,6 +300,35 @@ struct Case {
     name: &'static str,
     svc: Svc,
     traceparent: &'static str,
+    /// Nothing installed for a peer that reads globals: no propagator, no subscriber.
+    bare_globals: bool,
+}
+
+impl Case {
+    fn new(name: &'static str, svc: Svc, traceparent: &'static str) -> Self {
+        Self {
+            name,
+            svc,
+            traceparent,
+            bare_globals: false,
+        }
+    }
+
+    /// Runs `n` requests, with this case's globals.
+    fn run(&self, n: u32) {
+        let requests = || {
+            for _ in 0..n {
+                run(&self.svc, self.traceparent);
+            }
+        };
+        if self.bare_globals {
+            PROPAGATE.store(false, Ordering::Relaxed);
+            tracing::dispatcher::with_default(&tracing::Dispatch::none(), requests);
+            PROPAGATE.store(true, Ordering::Relaxed);
+        } else {
+            requests();
+        }
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -276,28 +366,46 @@ fn cases() -> Vec<Case> {
         let f = Floor::new(handler(streamed), &tp, &mp);
         boxed(tower::service_fn(move |req| f.clone().call(req)))
     };
-    // The peer reads only the global providers: build its no-op layer first, then every
+    // oitower reads only the global providers: build its no-op layer first, then every
     // layer of ours (they snapshot the globals when built), then install the SDK.
     let peer_noop = boxed(
         ServiceBuilder::new()
             .layer(opentelemetry_instrumentation_tower::http::server::Layer::new())
             .service(handler(false)),
     );
+    let tower_otel = |meter: opentelemetry::metrics::Meter| {
+        boxed(
+            ServiceBuilder::new()
+                .layer(tower_otel::trace::HttpLayer::server(tracing::Level::INFO))
+                .layer(tower_otel::metrics::HttpLayer::server(&meter))
+                .service(handler(false)),
+        )
+    };
+    let axum_otel = || {
+        boxed(
+            ServiceBuilder::new()
+                .layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default())
+                .service(handler(false)),
+        )
+    };
     let mut cases = vec![
         Case {
             name: "bare",
             svc: boxed(handler(false)),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "floor",
             svc: floor(false),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "layer/sdk",
             svc: layer(false, sdk()),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "layer/traces_only",
@@ -306,6 +414,7 @@ fn cases() -> Vec<Case> {
                 OtelLayer::builder().tracer_provider(&tp).without_metrics(),
             ),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "layer/metrics_only",
@@ -314,6 +423,7 @@ fn cases() -> Vec<Case> {
                 OtelLayer::builder().meter_provider(&mp).without_traces(),
             ),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "layer/sampled_out",
@@ -324,26 +434,31 @@ fn cases() -> Vec<Case> {
                     .meter_provider(&mp),
             ),
             traceparent: UNSAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "layer/noop",
             svc: layer(false, OtelLayer::builder()),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "stream/bare",
             svc: boxed(handler(true)),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "stream/floor",
             svc: floor(true),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "stream/layer/sdk",
             svc: layer(true, sdk()),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "client/layer/sdk",
@@ -353,31 +468,47 @@ fn cases() -> Vec<Case> {
                     .meter_provider(&mp),
             ),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
         Case {
             name: "client/layer/noop",
             svc: client(OtelClientLayer::builder()),
             traceparent: SAMPLED,
+            bare_globals: false,
         },
     ];
     opentelemetry::global::set_tracer_provider(tp.clone());
     opentelemetry::global::set_meter_provider(mp.clone());
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_text_map_propagator(Switched(TraceContextPropagator::new()));
     let peer_sdk = boxed(
         ServiceBuilder::new()
             .layer(opentelemetry_instrumentation_tower::http::server::Layer::new())
             .service(handler(false)),
     );
-    cases.push(Case {
-        name: "peer/oitower/sdk",
-        svc: peer_sdk,
-        traceparent: SAMPLED,
-    });
-    cases.push(Case {
-        name: "peer/oitower/noop",
-        svc: peer_noop,
-        traceparent: SAMPLED,
-    });
+    // Once every case is built: `tracing` spans become OpenTelemetry spans of `tp`.
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(tp.tracer("tracing-opentelemetry")));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let noop_meter = opentelemetry::metrics::MeterProvider::meter(
+        &opentelemetry::metrics::NoopMeterProvider::new(),
+        "noop",
+    );
+    let nothing_installed = |name, svc| Case {
+        bare_globals: true,
+        ..Case::new(name, svc, SAMPLED)
+    };
+    cases.extend([
+        Case::new("peer/oitower/sdk", peer_sdk, SAMPLED),
+        nothing_installed("peer/oitower/noop", peer_noop),
+        Case::new(
+            "peer/tower-otel/sdk",
+            tower_otel(mp.meter("tower-otel")),
+            SAMPLED,
+        ),
+        nothing_installed("peer/tower-otel/noop", tower_otel(noop_meter)),
+        Case::new("peer/axum-otel/sdk", axum_otel(), SAMPLED),
+        nothing_installed("peer/axum-otel/noop", axum_otel()),
+    ]);
     cases
 }
 
@@ -399,21 +530,27 @@ fn main() {
                 || c.name == "stream/bare"
                 || c.name == "floor"
                 || c.name == "stream/floor"
-                || c.name.contains(filter.as_str())
+                || filter.split(",").any(|f| c.name == f)
         });
     }
 
-    // Allocations per request (warm first: the first requests fill lazy state).
+    // Allocations, spans and children of the incoming context per request (warm first:
+    // the first requests fill lazy state).
     let mut allocs = Vec::new();
+    let mut spans = Vec::new();
     for case in &cases {
-        for _ in 0..1000 {
-            run(&case.svc, case.traceparent);
-        }
+        case.run(1000);
         let before = ALLOCATIONS.load(Ordering::Relaxed);
-        for _ in 0..1000 {
-            run(&case.svc, case.traceparent);
-        }
+        let (spans_before, children_before) = (
+            SPANS.load(Ordering::Relaxed),
+            CHILDREN.load(Ordering::Relaxed),
+        );
+        case.run(1000);
         allocs.push((ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 1000.0);
+        spans.push((
+            (SPANS.load(Ordering::Relaxed) - spans_before) as f64 / 1000.0,
+            (CHILDREN.load(Ordering::Relaxed) - children_before) as f64 / 1000.0,
+        ));
     }
 
     // Interleaved timing.
@@ -433,9 +570,7 @@ fn main() {
             let i = (k + round) % n;
             let case = &cases[i];
             let start = Instant::now();
-            for _ in 0..per_round {
-                run(&case.svc, case.traceparent);
-            }
+            case.run(per_round);
             times[i] = start.elapsed().as_nanos() as f64 / f64::from(per_round);
         }
         for i in 0..n {
@@ -454,8 +589,8 @@ fn main() {
 
     println!("{rounds} rounds x {per_round} requests per case, interleaved; medians");
     println!(
-        "{:<20} {:>10} {:>9} {:>11} {:>10} {:>8}",
-        "case", "ns/req", "x bare", "+ns", "x floor+", "allocs"
+        "{:<22} {:>10} {:>9} {:>11} {:>10} {:>8} {:>6} {:>6}",
+        "case", "ns/req", "x bare", "+ns", "x floor+", "allocs", "spans", "child"
     );
     for i in 0..n {
         let name = cases[i].name;
@@ -472,23 +607,29 @@ fn main() {
             String::from("-")
         };
         println!(
-            "{:<20} {:>10.0} {:>9.3} {:>11.0} {:>10} {:>8.1}",
+            "{:<22} {:>10.0} {:>9.3} {:>11.0} {:>10} {:>8.1} {:>6.2} {:>6.2}",
             name,
             med_time[i],
             med_ratio[i],
             overhead(i),
             vs_floor,
-            allocs[i]
+            allocs[i],
+            spans[i].0,
+            spans[i].1
         );
     }
     if filter.is_some() {
         return;
     }
     let sdk = overhead(idx("layer/sdk"));
-    println!(
-        "\nlayer/sdk overhead / peer/oitower/sdk overhead: {:.2}",
-        sdk / overhead(idx("peer/oitower/sdk"))
-    );
+    for peer in ["oitower", "tower-otel", "axum-otel"] {
+        let name = format!("peer/{peer}/sdk");
+        println!(
+            "{}layer/sdk overhead / {name} overhead: {:.2}",
+            if peer == "oitower" { "\n" } else { "" },
+            sdk / overhead(idx(&name))
+        );
+    }
     println!(
         "sampled_out / sdk overhead: {:.2}; noop overhead: {:.0} ns, {:+.1} allocs",
         overhead(idx("layer/sampled_out")) / sdk,
