@@ -20,6 +20,9 @@ use tower_service::Service;
 /// `OtelLayer` that wraps a whole router still learn the route from a tag set deep inside
 /// it, by [`HttpRoute::layer`] or by hand.
 ///
+/// Inside a router, tag the **response** (as [`HttpRoute::layer`] does): a tag inserted
+/// into the request by a layer *inside* the `OtelLayer` comes after the layer looked.
+///
 /// Never put a raw path here: the value becomes a metric attribute, and one series is
 /// kept per distinct value.
 ///
