@@ -349,14 +349,24 @@ fn strip_node_port(node: &str) -> &str {
     }
 }
 
-/// A scheme as a static value when it is one of the usual ones.
-pub(crate) fn scheme_value(scheme: &str) -> StringValue {
-    match scheme {
-        "http" => StringValue::from("http"),
-        "https" => StringValue::from("https"),
-        "HTTP" | "Http" => StringValue::from("http"),
-        "HTTPS" | "Https" => StringValue::from("https"),
-        other => owned(other),
+/// `http` or `https`, whatever their case; `None` for anything else.
+pub(crate) fn http_scheme(scheme: &str) -> Option<&'static str> {
+    if scheme.eq_ignore_ascii_case("http") {
+        Some("http")
+    } else if scheme.eq_ignore_ascii_case("https") {
+        Some("https")
+    } else {
+        None
+    }
+}
+
+/// A configured scheme: static for the usual ones, `None` when empty.
+pub(crate) fn scheme_value(scheme: &str) -> Option<StringValue> {
+    let scheme = scheme.trim();
+    match http_scheme(scheme) {
+        Some(known) => Some(StringValue::from(known)),
+        None if scheme.is_empty() => None,
+        None => Some(owned(scheme)),
     }
 }
 
@@ -404,6 +414,7 @@ impl<const N: usize> Attrs<N> {
     /// Adds `kv`; beyond the capacity it is dropped (the capacity is sized for the
     /// largest set a metric takes, so this does not happen).
     pub(crate) fn push(&mut self, kv: KeyValue) {
+        debug_assert!(self.len < N, "Attrs<{N}> is too small");
         if let Some(slot) = self.items.get_mut(self.len) {
             *slot = kv;
             self.len += 1;

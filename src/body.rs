@@ -36,35 +36,41 @@ impl<B> ResponseBody<B> {
                 record: None,
                 bytes: 0,
                 expected: None,
-                bodiless: false,
+                drop_completes: false,
             },
         }
     }
 
-    /// Wraps `inner`; `expected` is the declared length, `bodiless` says that the protocol
-    /// sends no body whatever the body holds (HEAD, 204, 304), so being dropped unread is
-    /// not an abort.
-    pub(crate) fn new(inner: B, record: Record, expected: Option<u64>, bodiless: bool) -> Self
-    where
-        B: Body,
-    {
+    /// Wraps `inner`; `expected` is the declared length; `drop_completes` says that being
+    /// dropped before the end is not an abort (HEAD, 204, 304 on the server, whose bodies
+    /// are never sent; any client body, which the caller may stop reading).
+    /// `ended` is the body's `is_end_stream()`, read by the caller.
+    pub(crate) fn new(
+        inner: B,
+        record: Record,
+        expected: Option<u64>,
+        drop_completes: bool,
+        ended: bool,
+    ) -> Self {
         let mut guard = BodyGuard {
             record: Some(record),
             bytes: 0,
             expected,
-            bodiless,
+            drop_completes,
         };
         // A consumer that sees an empty body may never poll it.
-        if inner.is_end_stream() {
+        if ended {
             guard.finish(BodyEnd::Complete);
         }
         Self { inner, guard }
     }
 
-    /// Consumes `self`, returning the inner body. The telemetry ends now, as if the body
-    /// had been dropped.
+    /// Consumes `self`, returning the inner body. The telemetry ends now, without an
+    /// error: what happens to the body afterwards is not seen.
     pub fn into_inner(self) -> B {
-        self.inner
+        let Self { inner, mut guard } = self;
+        guard.finish(BodyEnd::Complete);
+        inner
     }
 }
 
@@ -164,7 +170,7 @@ struct BodyGuard {
     record: Option<Record>,
     bytes: u64,
     expected: Option<u64>,
-    bodiless: bool,
+    drop_completes: bool,
 }
 
 impl BodyGuard {
@@ -182,7 +188,7 @@ impl Drop for BodyGuard {
         }
         // A stream sent with a Content-Length never says it ended: hyper drops it once
         // the declared length went out. HEAD, 204 and 304 bodies are never polled.
-        let end = if self.bodiless || self.expected == Some(self.bytes) {
+        let end = if self.drop_completes || self.expected == Some(self.bytes) {
             BodyEnd::Complete
         } else {
             BodyEnd::Aborted

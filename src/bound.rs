@@ -59,6 +59,10 @@ impl BoundCache {
                 record(set);
                 return true;
             }
+            // Full: record unbound, without ever taking the write lock again.
+            if sets.len() >= MAX_BOUND_SETS {
+                return false;
+            }
         }
         let Ok(mut sets) = self.sets.write() else {
             return false;

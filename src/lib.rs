@@ -35,9 +35,11 @@
 //! - `reqwest`: an `OtelMiddleware` for `reqwest-middleware`.
 //! - `experimental-bound-instruments`: records the metrics through handles bound once
 //!   per attribute set, with opentelemetry's experimental bound-instrument API (and turns
-//!   that API on in `opentelemetry_sdk`, whose default would drop the measurements). One
-//!   fast hash per request instead of a SipHash and a lock per histogram; at most 1024
-//!   attribute sets are bound, further ones are recorded as usual.
+//!   that API on in `opentelemetry_sdk`, which thereby becomes a dependency; with
+//!   another SDK, check that it implements `bind`, or the measurements are dropped). One
+//!   fast hash and one read lock per request instead of a SipHash and a lock per
+//!   histogram; at most 1024 attribute sets are bound, further ones are recorded as
+//!   usual.
 //!
 //! # When telemetry is recorded
 //!
@@ -66,6 +68,7 @@ mod body;
 #[cfg(feature = "experimental-bound-instruments")]
 mod bound;
 pub mod client;
+mod guard;
 mod macros;
 pub mod propagation;
 #[cfg(feature = "reqwest")]

@@ -59,7 +59,9 @@ macro_rules! define_common_builder_methods {
         }
 
         /// Reads and writes the trace context with this propagator. By default the
-        /// global propagator is used, or, when none is installed, this crate's strict
+        /// global propagator is used (read on each request, so a later
+        /// `set_text_map_propagator` takes effect), or, when none was installed when the
+        /// layer was built, this crate's strict
         /// [`TraceContextPropagator`](crate::propagation::TraceContextPropagator).
         pub fn propagator<P>(mut self, propagator: P) -> Self
         where

@@ -76,8 +76,8 @@
 //! extensions (`RequestBuilder::with_extension`). `url.full` is the request's URL with
 //! credentials replaced by `REDACTED:REDACTED` and sensitive query values by `REDACTED`.
 //!
-//! `http.client.request.body.size` is recorded when the request body's length is known
-//! (no body counts as 0). `http.client.response.body.size` is **not** recorded by this
+//! `http.client.request.body.size` is recorded when the request has a body of known
+//! length (no body, no point). `http.client.response.body.size` is **not** recorded by this
 //! middleware, since the span ends before the body is read (below).
 //!
 //! `error.type` is the status code as a string for 4xx and 5xx responses, or one of these
@@ -122,6 +122,7 @@ use http::{Extensions, Uri};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use crate::client::future::FutureGuard;
 use crate::client::record::{ClientRecord, RequestParts};
 use crate::client::OtelClientLayer;
 
@@ -210,10 +211,11 @@ impl Middleware for OtelMiddleware {
             request_body_size,
         );
         // Ends the span if this future is dropped before a response.
-        let mut guard = RecordGuard(Some(record));
+        // Ends the span once, without an error, if the caller drops this future.
+        let mut guard = FutureGuard::entering(Some(record)).left();
         Box::pin(async move {
             let result = next.run(req, extensions).await;
-            if let Some(mut record) = guard.0.take() {
+            if let Some(mut record) = guard.take() {
                 match &result {
                     Ok(res) => {
                         record.on_response_parts(res.status(), res.version(), res.headers());
@@ -224,18 +226,6 @@ impl Middleware for OtelMiddleware {
             }
             result
         })
-    }
-}
-
-/// Ends the record if the caller drops the future before a response: a cancellation the
-/// caller chose, so not an error.
-struct RecordGuard(Option<ClientRecord>);
-
-impl Drop for RecordGuard {
-    fn drop(&mut self) {
-        if let Some(record) = self.0.take() {
-            record.finish(None, None);
-        }
     }
 }
 

@@ -116,11 +116,14 @@ impl HttpRoute {
     /// The route a request carries: our tag, else (with the `axum` feature) axum's
     /// `MatchedPath`.
     pub(crate) fn from_extensions(ext: &http::Extensions) -> Option<Self> {
-        if let Some(route) = ext.get::<HttpRoute>() {
+        if let Some(route) = ext.get::<HttpRoute>().filter(|r| !r.as_str().is_empty()) {
             return Some(route.clone());
         }
         #[cfg(feature = "axum")]
-        if let Some(path) = ext.get::<axum::extract::MatchedPath>() {
+        if let Some(path) = ext
+            .get::<axum::extract::MatchedPath>()
+            .filter(|p| !p.as_str().is_empty())
+        {
             return Some(HttpRoute::new(path.as_str()));
         }
         None

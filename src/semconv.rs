@@ -2,8 +2,8 @@
 //!
 //! Kept private and local so that the default build needs no
 //! `semconv_experimental` feature for the few development-status names (body sizes,
-//! active requests). `tests/semconv.rs` compares each one with
-//! `opentelemetry-semantic-conventions` so they cannot drift.
+//! active requests). The tests below compare each one with
+//! `opentelemetry-semantic-conventions` so that they cannot drift.
 
 use opentelemetry::Key;
 
@@ -51,7 +51,8 @@ pub(crate) const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// Bucket advice for the body-size histograms, in bytes: powers of four from 0 to 64 MiB.
+/// Bucket advice for the body-size histograms, in bytes: 0, then powers of four from
+/// 64 B to 1 GiB.
 ///
 /// The conventions give none, and the SDK default (0 to 10 000) would put every
 /// body over 10 kB into one bucket.
@@ -86,3 +87,87 @@ pub(crate) const SENSITIVE_QUERY_KEYS: [&str; 7] = [
 
 /// The replacement of redacted values and credentials.
 pub(crate) const REDACTED: &str = "REDACTED";
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_semantic_conventions::{attribute as a, metric as m};
+
+    #[test]
+    fn names_match_the_semantic_conventions_crate() {
+        let keys = [
+            (super::HTTP_REQUEST_METHOD, a::HTTP_REQUEST_METHOD),
+            (
+                super::HTTP_REQUEST_METHOD_ORIGINAL,
+                a::HTTP_REQUEST_METHOD_ORIGINAL,
+            ),
+            (
+                super::HTTP_RESPONSE_STATUS_CODE,
+                a::HTTP_RESPONSE_STATUS_CODE,
+            ),
+            (super::HTTP_ROUTE, a::HTTP_ROUTE),
+            (
+                super::HTTP_REQUEST_RESEND_COUNT,
+                a::HTTP_REQUEST_RESEND_COUNT,
+            ),
+            (super::URL_PATH, a::URL_PATH),
+            (super::URL_QUERY, a::URL_QUERY),
+            (super::URL_SCHEME, a::URL_SCHEME),
+            (super::URL_FULL, a::URL_FULL),
+            (super::URL_TEMPLATE, a::URL_TEMPLATE),
+            (super::SERVER_ADDRESS, a::SERVER_ADDRESS),
+            (super::SERVER_PORT, a::SERVER_PORT),
+            (super::CLIENT_ADDRESS, a::CLIENT_ADDRESS),
+            (super::NETWORK_PEER_ADDRESS, a::NETWORK_PEER_ADDRESS),
+            (super::NETWORK_PEER_PORT, a::NETWORK_PEER_PORT),
+            (super::NETWORK_PROTOCOL_VERSION, a::NETWORK_PROTOCOL_VERSION),
+            (super::USER_AGENT_ORIGINAL, a::USER_AGENT_ORIGINAL),
+            (super::ERROR_TYPE, a::ERROR_TYPE),
+        ];
+        for (ours, theirs) in keys {
+            assert_eq!(ours.as_str(), theirs);
+        }
+        assert_eq!(super::HTTP_REQUEST_HEADER, a::HTTP_REQUEST_HEADER);
+        assert_eq!(super::HTTP_RESPONSE_HEADER, a::HTTP_RESPONSE_HEADER);
+        let metrics = [
+            (
+                super::HTTP_SERVER_REQUEST_DURATION,
+                m::HTTP_SERVER_REQUEST_DURATION,
+            ),
+            (
+                super::HTTP_SERVER_ACTIVE_REQUESTS,
+                m::HTTP_SERVER_ACTIVE_REQUESTS,
+            ),
+            (
+                super::HTTP_SERVER_REQUEST_BODY_SIZE,
+                m::HTTP_SERVER_REQUEST_BODY_SIZE,
+            ),
+            (
+                super::HTTP_SERVER_RESPONSE_BODY_SIZE,
+                m::HTTP_SERVER_RESPONSE_BODY_SIZE,
+            ),
+            (
+                super::HTTP_CLIENT_REQUEST_DURATION,
+                m::HTTP_CLIENT_REQUEST_DURATION,
+            ),
+            (
+                super::HTTP_CLIENT_ACTIVE_REQUESTS,
+                m::HTTP_CLIENT_ACTIVE_REQUESTS,
+            ),
+            (
+                super::HTTP_CLIENT_REQUEST_BODY_SIZE,
+                m::HTTP_CLIENT_REQUEST_BODY_SIZE,
+            ),
+            (
+                super::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+                m::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+            ),
+        ];
+        for (ours, theirs) in metrics {
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(
+            super::SCHEMA_URL,
+            opentelemetry_semantic_conventions::SCHEMA_URL
+        );
+    }
+}

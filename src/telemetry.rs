@@ -75,16 +75,13 @@ fn is_noop_tracer(tracer: &BoxedTracer) -> bool {
 /// Which meter a builder was given.
 pub(crate) enum MeterChoice {
     Global,
-    Explicit { meter: Meter, noop: bool },
+    Explicit(Meter),
     Disabled,
 }
 
 impl MeterChoice {
     pub(crate) fn explicit<P: MeterProvider>(provider: &P) -> Self {
-        Self::Explicit {
-            meter: provider.meter_with_scope(scope()),
-            noop: std::mem::size_of::<P>() == 0,
-        }
+        Self::Explicit(provider.meter_with_scope(scope()))
     }
 
     /// The meter to use, `None` if it would record nothing.
@@ -99,7 +96,8 @@ impl MeterChoice {
                 }
                 Some(provider.meter_with_scope(scope()))
             }
-            Self::Explicit { meter, noop } => (!noop).then_some(meter),
+            // What the user gave is used, whatever it is.
+            Self::Explicit(meter) => Some(meter),
             Self::Disabled => None,
         }
     }
@@ -156,15 +154,25 @@ impl Propagation {
     }
 
     /// Writes `cx` into outgoing headers, replacing what the fields held.
+    ///
+    /// When `cx` holds a valid span, every field of the propagator is removed first, so
+    /// that a `tracestate` (or any field) the caller copied from elsewhere does not travel
+    /// beside a `traceparent` of another trace. With no valid span, the headers are left
+    /// as they are (a proxy that forwards them by hand keeps working).
     pub(crate) fn inject(&self, cx: &Context, headers: &mut http::HeaderMap) {
-        let mut injector = HeaderInjector(headers);
+        fn run(p: &dyn TextMapPropagator, cx: &Context, headers: &mut http::HeaderMap) {
+            if cx.span().span_context().is_valid() {
+                for field in p.fields() {
+                    headers.remove(field);
+                }
+            }
+            p.inject_context(cx, &mut HeaderInjector(headers));
+        }
         match self {
             Self::Off => {}
-            Self::Own(p) => p.inject_context(cx, &mut injector),
-            Self::Global => {
-                global::get_text_map_propagator(|p| p.inject_context(cx, &mut injector))
-            }
-            Self::Custom(p) => p.inject_context(cx, &mut injector),
+            Self::Own(p) => run(p, cx, headers),
+            Self::Global => global::get_text_map_propagator(|p| run(p, cx, headers)),
+            Self::Custom(p) => run(p.as_ref(), cx, headers),
         }
     }
 }

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::record::ClientRecord;
 use crate::body::Record;
+use crate::guard::{EndEarly, RequestGuard};
 use crate::ResponseBody;
 
 pin_project! {
@@ -25,18 +26,15 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, record: Option<ClientRecord>) -> Self {
-        Self {
-            inner,
-            guard: FutureGuard(record),
-        }
+    pub(crate) fn new(inner: F, guard: FutureGuard) -> Self {
+        Self { inner, guard }
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("recording", &self.guard.0.is_some())
+            .field("recording", &self.guard.is_recording())
             .finish_non_exhaustive()
     }
 }
@@ -50,34 +48,48 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let Some(mut record) = this.guard.0.take() else {
+        let guard = this.guard;
+        let inner = this.inner;
+        let result = ready!(guard.user_code(|_| inner.poll(cx)));
+        if !guard.is_recording() {
             return Poll::Ready(result.map(|res| res.map(ResponseBody::passthrough)));
-        };
+        }
         Poll::Ready(match result {
             Ok(res) => {
-                record.on_response(&res);
-                let expected = res.body().size_hint().exact();
+                let ended = guard.user_code(|record| {
+                    if let Some(record) = record {
+                        record.on_response(&res);
+                    }
+                    res.body().is_end_stream()
+                });
                 let (parts, body) = res.into_parts();
-                let body = ResponseBody::new(body, Record::Client(record), expected, false);
+                let body = match guard.take() {
+                    // The caller may stop reading at any point: a dropped body is the end,
+                    // not an abort, so no declared length is needed.
+                    Some(record) => {
+                        ResponseBody::new(body, Record::Client(record), None, true, ended)
+                    }
+                    None => ResponseBody::passthrough(body),
+                };
                 Ok(Response::from_parts(parts, body))
             }
             Err(err) => {
-                record.finish(Some(crate::attributes::error_type_name::<E>()), None);
+                if let Some(record) = guard.take() {
+                    record.finish(Some(crate::attributes::error_type_name::<E>()), None);
+                }
                 Err(err)
             }
         })
     }
 }
 
-/// Ends the record if the caller drops the future before a response: a cancellation the
-/// caller chose, so not an error.
-struct FutureGuard(Option<ClientRecord>);
+/// The client's guard: see [`RequestGuard`].
+pub(crate) type FutureGuard = RequestGuard<ClientRecord>;
 
-impl Drop for FutureGuard {
-    fn drop(&mut self) {
-        if let Some(record) = self.0.take() {
-            record.finish(None, None);
-        }
+impl EndEarly for ClientRecord {
+    /// Dropped before a response: a cancellation the caller chose, so not an error; a
+    /// panic is one.
+    fn end_early(self, panicked: bool) {
+        self.finish(panicked.then_some(crate::server::record::ERROR_PANIC), None);
     }
 }

@@ -56,7 +56,7 @@
 //! error), the inner service's error (at once), or the response future dropped before a
 //! response (the caller cancelled: the span ends, without an error).
 
-mod future;
+pub(crate) mod future;
 mod layer;
 pub(crate) mod record;
 mod service;

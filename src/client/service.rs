@@ -6,6 +6,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::future::FutureGuard;
 use super::layer::ClientShared;
 use super::record::ClientRecord;
 use super::ResponseFuture;
@@ -54,9 +55,11 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         if self.shared.inert {
-            return ResponseFuture::new(self.inner.call(req), None);
+            return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let (record, req) = ClientRecord::start(&self.shared, req);
-        ResponseFuture::new(self.inner.call(req), Some(record))
+        let guard = FutureGuard::entering(Some(record));
+        let future = self.inner.call(req);
+        ResponseFuture::new(future, guard.left())
     }
 }

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::record::{Early, ServerRecord};
 use crate::body::Record;
+use crate::guard::{EndEarly, RequestGuard};
 use crate::ResponseBody;
 
 pin_project! {
@@ -33,7 +34,7 @@ impl<F> ResponseFuture<F> {
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("recording", &self.guard.record.is_some())
+            .field("recording", &self.guard.is_recording())
             .finish_non_exhaustive()
     }
 }
@@ -47,80 +48,64 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _attached = this
-                .guard
-                .record
-                .as_ref()
+        let guard = this.guard;
+        let poll = {
+            let _attached = guard
+                .record()
                 .and_then(ServerRecord::context)
                 .map(|cx| cx.clone().attach());
-            this.guard.in_inner = true;
-            let poll = this.inner.poll(cx);
-            this.guard.in_inner = false;
-            ready!(poll)
+            let inner = this.inner;
+            guard.user_code(|_| inner.poll(cx))
         };
-        let Some(mut record) = this.guard.record.take() else {
+        let result = ready!(poll);
+        if !guard.is_recording() {
             return Poll::Ready(result.map(|res| res.map(ResponseBody::passthrough)));
-        };
+        }
         Poll::Ready(match result {
             Ok(res) => {
-                record.on_response(&res);
-                let expected = record.expected_body_len(&res);
-                let bodiless = record.bodiless();
+                // A span-name callback and the body's hints are user code: the record
+                // stays in the guard until the body owns it.
+                let (expected, bodiless, ended) = guard
+                    .user_code(|record| {
+                        let record = record.as_mut()?;
+                        record.on_response(&res);
+                        Some((
+                            record.expected_body_len(&res),
+                            record.bodiless(),
+                            res.body().is_end_stream(),
+                        ))
+                    })
+                    .unwrap_or((None, false, false));
                 let (parts, body) = res.into_parts();
-                let body = ResponseBody::new(body, Record::Server(record), expected, bodiless);
+                let body = match guard.take() {
+                    Some(record) => {
+                        ResponseBody::new(body, Record::Server(record), expected, bodiless, ended)
+                    }
+                    None => ResponseBody::passthrough(body),
+                };
                 Ok(Response::from_parts(parts, body))
             }
             Err(err) => {
-                record.finish_early(Early::ServiceError(
-                    crate::attributes::error_type_name::<E>(),
-                ));
+                if let Some(record) = guard.take() {
+                    record.finish_early(Early::ServiceError(
+                        crate::attributes::error_type_name::<E>(),
+                    ));
+                }
                 Err(err)
             }
         })
     }
 }
 
-/// Ends the record if the future is dropped before the inner service answered.
-///
-/// `in_inner` is set while the inner service's `call` or `poll` runs: if the guard is
-/// dropped then, that code never returned, so it panicked. This holds even when a
-/// `catch_unwind` outside drops the future only after the panic was caught (when
-/// `std::thread::panicking()` is already false again).
-pub(crate) struct FutureGuard {
-    record: Option<ServerRecord>,
-    in_inner: bool,
-}
+/// The server's guard: see [`RequestGuard`].
+pub(crate) type FutureGuard = RequestGuard<ServerRecord>;
 
-impl FutureGuard {
-    /// A guard for a request about to enter the inner service's `call`.
-    pub(crate) fn entering(record: Option<ServerRecord>) -> Self {
-        Self {
-            record,
-            in_inner: true,
-        }
-    }
-
-    /// The inner service's `call` returned.
-    pub(crate) fn left(mut self) -> Self {
-        self.in_inner = false;
-        self
-    }
-
-    pub(crate) fn record(&self) -> Option<&ServerRecord> {
-        self.record.as_ref()
-    }
-}
-
-impl Drop for FutureGuard {
-    fn drop(&mut self) {
-        if let Some(record) = self.record.take() {
-            let reason = if self.in_inner || std::thread::panicking() {
-                Early::Panic
-            } else {
-                Early::Cancelled
-            };
-            record.finish_early(reason);
-        }
+impl EndEarly for ServerRecord {
+    fn end_early(self, panicked: bool) {
+        self.finish_early(if panicked {
+            Early::Panic
+        } else {
+            Early::Cancelled
+        });
     }
 }

@@ -158,10 +158,12 @@ impl OtelLayerBuilder {
         self
     }
 
-    /// The `url.scheme` of requests whose URI has none (HTTP/1 origin-form), e.g.
-    /// `"https"` for a TLS listener. Default `"http"`.
+    /// The `url.scheme` of this server's requests, e.g. `"https"` for a TLS listener.
+    /// It takes precedence over the scheme a client puts in the request (an absolute-form
+    /// target, HTTP/2 `:scheme`), and gives way only to a trusted forwarded proto. Without
+    /// it: `http` or `https` from the request, else `http`.
     pub fn scheme(mut self, scheme: impl AsRef<str>) -> Self {
-        self.config.scheme = Some(attributes::scheme_value(scheme.as_ref()));
+        self.config.scheme = attributes::scheme_value(scheme.as_ref());
         self
     }
 

@@ -100,9 +100,11 @@
 //! `url.scheme`, `http.response.status_code`, `http.route`, `error.type`,
 //! `network.protocol.version`, and opt-in `server.address`/`server.port`; never the
 //! path, query, client or user agent. The request body size is the body's exact size
-//! hint (hyper enforces a declared `Content-Length`, so it is what passes); chunked
-//! request bodies of unknown length, and requests without a body (a plain GET), record
-//! no point. The response body size counts the bytes that pass, HEAD/204/304 included
+//! hint, i.e. its declared `Content-Length` (the request type is kept as it is, so that
+//! `Router::layer` works, which leaves no place to count frames): hyper enforces it for
+//! a body that is read, but a body the handler rejects unread still counts its declared
+//! length. Chunked request bodies of unknown length, and requests without a body (a
+//! plain GET), record no point. The response body size counts the bytes that pass, HEAD/204/304 included
 //! (as 0).
 //!
 //! # Sampling

@@ -68,10 +68,16 @@ impl ServerRecord {
         } else {
             attributes::Forwarded::default()
         };
-        let scheme = match (forwarded.proto, uri.scheme_str(), &config.scheme) {
-            (Some(proto), _, _) => attributes::scheme_value(proto),
-            (None, Some(scheme), _) => attributes::scheme_value(scheme),
-            (None, None, Some(configured)) => configured.clone(),
+        // What a client sends (a forwarded proto, an absolute-form target, HTTP/2's
+        // `:scheme`) counts only as `http` or `https`: `url.scheme` is a metric attribute.
+        let scheme = match (
+            forwarded.proto.and_then(attributes::http_scheme),
+            &config.scheme,
+            uri.scheme_str().and_then(attributes::http_scheme),
+        ) {
+            (Some(proto), _, _) => StringValue::from(proto),
+            (None, Some(configured), _) => configured.clone(),
+            (None, None, Some(scheme)) => StringValue::from(scheme),
             (None, None, None) => StringValue::from("http"),
         };
         let route = HttpRoute::from_extensions(req.extensions());
@@ -124,18 +130,18 @@ impl ServerRecord {
                         }
                     }
                     let peer = peer_addr(req.extensions());
-                    match (forwarded.client, peer) {
-                        (Some(client), _) => attrs.push(KeyValue::new(
-                            CLIENT_ADDRESS,
-                            Value::String(attributes::owned(client)),
-                        )),
-                        (None, Some(peer)) => {
-                            attrs.push(KeyValue::new(CLIENT_ADDRESS, peer.ip().to_string()))
-                        }
-                        (None, None) => {}
+                    // One allocation for the peer's address, shared by both attributes.
+                    let peer_ip =
+                        peer.map(|p| StringValue::from(Arc::<str>::from(p.ip().to_string())));
+                    let client = match (forwarded.client, &peer_ip) {
+                        (Some(client), _) => Some(attributes::owned(client)),
+                        (None, ip) => ip.clone(),
+                    };
+                    if let Some(client) = client {
+                        attrs.push(KeyValue::new(CLIENT_ADDRESS, Value::String(client)));
                     }
-                    if let Some(peer) = peer {
-                        attrs.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+                    if let (Some(peer), Some(ip)) = (peer, peer_ip) {
+                        attrs.push(KeyValue::new(NETWORK_PEER_ADDRESS, Value::String(ip)));
                         attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
                     }
                     if let Some(ua) = attributes::header_str(headers, &http::header::USER_AGENT)
@@ -184,7 +190,13 @@ impl ServerRecord {
                     builder.attributes = Some(attributes());
                     tracer.build_with_context(builder, &parent)
                 };
-                Some(parent.with_span(span))
+                // A public endpoint keeps nothing of the untrusted caller's context (its
+                // baggage included); the link above is all that remains of it.
+                Some(if public {
+                    Context::map_current(|cx| cx.with_span(span))
+                } else {
+                    parent.with_span(span)
+                })
             }
             // No tracer, but an installed propagator: pass the caller's context through.
             None if !shared.propagation.is_off() => Some(shared.propagation.extract(headers)),
@@ -229,7 +241,7 @@ impl ServerRecord {
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
         self.status = Some(res.status());
         let late_route = match &self.route {
-            None => res.extensions().get::<HttpRoute>().cloned(),
+            None => HttpRoute::from_extensions(res.extensions()),
             Some(_) => None,
         };
         if let Some(route) = &late_route {
