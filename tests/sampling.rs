@@ -128,3 +128,68 @@ async fn sampled_and_absent_parents_give_the_sampler_every_attribute_at_start() 
         );
     }
 }
+
+/// The client inside an unsampled trace: no span recorded, the trace still propagated
+/// with a new parent id; a sampler that records anyway still gets every attribute.
+#[tokio::test]
+async fn client_in_an_unsampled_trace() {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    let parent = Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    ));
+    let echo_traceparent = |r: Request<Full<Bytes>>| async move {
+        let tp = r.headers()["traceparent"].to_str().unwrap().to_owned();
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(tp))))
+    };
+    let call = |t: &Telemetry| {
+        let svc = ServiceBuilder::new()
+            .layer(t.client_layer().build())
+            .service_fn(echo_traceparent);
+        let _g = parent.clone().attach();
+        let fut = svc.oneshot(
+            Request::get("http://api.local/x?sig=s")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        );
+        futures_util::FutureExt::now_or_never(fut).unwrap().unwrap()
+    };
+
+    let t = Telemetry::with_tracer(|b| {
+        b.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+    });
+    let res = call(&t);
+    let tp =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(tp.ends_with("-00"), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "a new parent id: {tp}");
+    assert!(t.finished_spans().is_empty());
+    assert_eq!(
+        t.f64_histogram("http.client.request.duration")[0].count(),
+        1
+    );
+
+    let recorder = RecordingSampler::default();
+    let t = Telemetry::with_tracer(|b| b.with_sampler(recorder.clone()));
+    drop(call(&t));
+    let spans = t.finished_spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        attr(&spans[0].attributes, "url.full"),
+        Some(opentelemetry::Value::from(
+            "http://api.local/x?sig=REDACTED"
+        ))
+    );
+    assert!(
+        recorder.seen()[0].1.is_empty(),
+        "asked before the attributes were built"
+    );
+}

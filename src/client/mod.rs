@@ -49,6 +49,10 @@
 //! `http.client.request.body.size`, `http.client.response.body.size` and
 //! `http.client.active_requests`.
 //!
+//! Inside a trace that is not sampled, the sampler is asked before the attributes are
+//! built, and they are built only if the span records after all (such a sampler sees no
+//! attributes at its decision; the recorded span still carries them all).
+//!
 //! # When the span ends and the metrics are recorded
 //!
 //! Exactly once, at the first of: the response body's end (last frame, trailers, or an

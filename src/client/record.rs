@@ -5,7 +5,9 @@ use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
-use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
+};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use super::layer::ClientShared;
@@ -68,49 +70,63 @@ impl ClientRecord {
             Some(tracer) => {
                 let now = SystemTime::now();
                 span_start = Some(now);
-                let mut attrs = Vec::with_capacity(10);
-                attrs.push(KeyValue::new(
-                    HTTP_REQUEST_METHOD,
-                    Value::String(method.value.clone()),
-                ));
-                if let Some(original) = method.original(req.method) {
-                    attrs.push(original);
-                }
-                attrs.push(KeyValue::new(
-                    URL_FULL,
-                    url_full(req.uri, host_header, &config.sensitive_query_keys),
-                ));
-                if let Some(address) = &server_address {
+                let attributes = || {
+                    let mut attrs = Vec::with_capacity(10);
                     attrs.push(KeyValue::new(
-                        SERVER_ADDRESS,
-                        Value::String(address.clone()),
+                        HTTP_REQUEST_METHOD,
+                        Value::String(method.value.clone()),
                     ));
-                }
-                if let Some(port) = server_port {
-                    attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
-                }
-                if let Some(template) = &template {
-                    attrs.push(KeyValue::new(
-                        URL_TEMPLATE,
-                        Value::String(template.0.value()),
-                    ));
-                }
-                if let Some(ResendCount(n)) = req.extensions.get::<ResendCount>() {
-                    if *n > 0 {
-                        attrs.push(KeyValue::new(HTTP_REQUEST_RESEND_COUNT, i64::from(*n)));
+                    if let Some(original) = method.original(req.method) {
+                        attrs.push(original);
                     }
-                }
-                attrs.extend(attributes::captured_headers(
-                    req.headers,
-                    &config.request_headers,
-                ));
+                    attrs.push(KeyValue::new(
+                        URL_FULL,
+                        url_full(req.uri, host_header, &config.sensitive_query_keys),
+                    ));
+                    if let Some(address) = &server_address {
+                        attrs.push(KeyValue::new(
+                            SERVER_ADDRESS,
+                            Value::String(address.clone()),
+                        ));
+                    }
+                    if let Some(port) = server_port {
+                        attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                    }
+                    if let Some(template) = &template {
+                        attrs.push(KeyValue::new(
+                            URL_TEMPLATE,
+                            Value::String(template.0.value()),
+                        ));
+                    }
+                    if let Some(ResendCount(n)) = req.extensions.get::<ResendCount>() {
+                        if *n > 0 {
+                            attrs.push(KeyValue::new(HTTP_REQUEST_RESEND_COUNT, i64::from(*n)));
+                        }
+                    }
+                    attrs.extend(attributes::captured_headers(
+                        req.headers,
+                        &config.request_headers,
+                    ));
+                    attrs
+                };
                 let name = method.span_name(template.as_ref().map(|t| t.0.as_str()));
-                let mut builder = SpanBuilder::from_name(name)
+                let builder = SpanBuilder::from_name(name)
                     .with_kind(SpanKind::Client)
                     .with_start_time(now);
-                builder.attributes = Some(attrs);
                 let cx = Context::map_current(|parent| {
-                    let span = tracer.build_with_context(builder, parent);
+                    let span = if unsampled(parent) {
+                        // Inside an unsampled trace the span usually records nothing: ask
+                        // first, build the attributes only if it records all the same.
+                        let mut span = tracer.build_with_context(builder, parent);
+                        if span.is_recording() {
+                            span.set_attributes(attributes());
+                        }
+                        span
+                    } else {
+                        let mut builder = builder;
+                        builder.attributes = Some(attributes());
+                        tracer.build_with_context(builder, parent)
+                    };
                     parent.with_span(span)
                 });
                 shared.propagation.inject(&cx, req.headers);
@@ -294,6 +310,13 @@ impl<'a> RequestParts<'a> {
             extensions: &parts.extensions,
         }
     }
+}
+
+/// A valid parent span that is not sampled: a parent-based sampler drops the child.
+fn unsampled(parent: &Context) -> bool {
+    let span = parent.span();
+    let sc = span.span_context();
+    sc.is_valid() && !sc.is_sampled()
 }
 
 fn default_port(uri: &Uri) -> Option<u16> {
