@@ -145,7 +145,7 @@ impl Propagation {
         let extractor = HeaderExtractor(headers);
         Context::map_current(|cx| match self {
             Self::Off => cx.clone(),
-            Self::Own(p) => p.extract_with_context(cx, &extractor),
+            Self::Own(p) => p.extract_from_headers(cx, headers),
             Self::Global => {
                 global::get_text_map_propagator(|p| p.extract_with_context(cx, &extractor))
             }

@@ -38,12 +38,13 @@ impl Extractor for HeaderExtractor<'_> {
     fn get_all(&self, key: &str) -> Option<Vec<&str>> {
         let mut values = self.0.get_all(key).iter().peekable();
         values.peek()?;
-        Some(
-            values
-                .map(|value| std::str::from_utf8(value.as_bytes()).map_or(UNREADABLE, trim_ows))
-                .collect(),
-        )
+        Some(values.map(field_str).collect())
     }
+}
+
+/// A field's value as the propagator reads it: without OWS, `"\u{fffd}"` if not UTF-8.
+pub(crate) fn field_str(value: &HeaderValue) -> &str {
+    std::str::from_utf8(value.as_bytes()).map_or(UNREADABLE, trim_ows)
 }
 
 /// Writes propagation fields into an [`http::HeaderMap`].

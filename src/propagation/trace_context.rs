@@ -128,56 +128,84 @@ impl TextMapPropagator for TraceContextPropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        let parent = extractor
-            .get_all(TRACEPARENT)
-            .and_then(|values| match values.as_slice() {
-                [value] => Traceparent::parse(value),
-                _ => None,
-            });
-        let Some(parent) = parent else {
-            // Missing, duplicated or invalid: restart, and ignore tracestate.
-            return cx.clone();
-        };
-
-        let fields = extractor.get_all(TRACESTATE);
-        let entries = fields
-            .as_deref()
-            .and_then(Entries::parse)
-            .unwrap_or_else(Entries::new);
-        let (trace_state, complete) = to_trace_state(&entries);
-        let exact = (!complete).then(|| ExactTraceState {
-            lossy: trace_state.clone(),
-            header: entries.to_header().into_boxed_str(),
-        });
-
-        let random = parent.flags & FLAG_RANDOM != 0;
-        let sampled = parent.flags & FLAG_SAMPLED != 0;
-        let span_context = SpanContext::new(
-            parent.trace_id,
-            parent.span_id,
-            TraceFlags::new(parent.flags),
-            true,
-            trace_state,
-        );
-        let cx = cx.with_remote_span_context(span_context);
-
-        // A sampled child keeps the random flag (`TraceFlags::with_sampled`),
-        // so only an unsampled parent needs the side entry; a stale entry of an
-        // earlier extraction is always replaced.
-        if (random && !sampled) || exact.is_some() || cx.get::<IncomingTrace>().is_some() {
-            cx.with_value(IncomingTrace {
-                trace_id: parent.trace_id,
-                random,
-                exact,
-            })
-        } else {
-            cx
-        }
+        let traceparent =
+            extractor
+                .get_all(TRACEPARENT)
+                .and_then(|values| match values.as_slice() {
+                    [value] => Some(*value),
+                    _ => None,
+                });
+        extract(cx, traceparent, || extractor.get_all(TRACESTATE))
     }
-
     fn fields(&self) -> FieldIter<'_> {
         static FIELDS: OnceLock<[String; 2]> = OnceLock::new();
         FieldIter::new(FIELDS.get_or_init(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned()]))
+    }
+}
+
+impl TraceContextPropagator {
+    /// [`extract_with_context`](TextMapPropagator::extract_with_context) straight from a
+    /// header map: the layers' path, which needs no `Vec` for `traceparent` (the
+    /// `Extractor` API returns one per header).
+    pub(crate) fn extract_from_headers(&self, cx: &Context, headers: &http::HeaderMap) -> Context {
+        let mut fields = headers.get_all(TRACEPARENT).iter();
+        let traceparent = match (fields.next(), fields.next()) {
+            (Some(value), None) => Some(super::header::field_str(value)),
+            _ => None,
+        };
+        extract(cx, traceparent, || {
+            let mut values = headers.get_all(TRACESTATE).iter().peekable();
+            values.peek()?;
+            Some(values.map(super::header::field_str).collect())
+        })
+    }
+}
+
+/// The extraction itself: `traceparent` is the one field (`None` if missing or
+/// duplicated); `tracestate` gives every field, read only if `traceparent` is valid.
+fn extract<'a>(
+    cx: &Context,
+    traceparent: Option<&str>,
+    tracestate: impl FnOnce() -> Option<Vec<&'a str>>,
+) -> Context {
+    let Some(parent) = traceparent.and_then(Traceparent::parse) else {
+        // Missing, duplicated or invalid: restart, and ignore tracestate.
+        return cx.clone();
+    };
+
+    let fields = tracestate();
+    let entries = fields
+        .as_deref()
+        .and_then(Entries::parse)
+        .unwrap_or_else(Entries::new);
+    let (trace_state, complete) = to_trace_state(&entries);
+    let exact = (!complete).then(|| ExactTraceState {
+        lossy: trace_state.clone(),
+        header: entries.to_header().into_boxed_str(),
+    });
+
+    let random = parent.flags & FLAG_RANDOM != 0;
+    let sampled = parent.flags & FLAG_SAMPLED != 0;
+    let span_context = SpanContext::new(
+        parent.trace_id,
+        parent.span_id,
+        TraceFlags::new(parent.flags),
+        true,
+        trace_state,
+    );
+    let cx = cx.with_remote_span_context(span_context);
+
+    // A sampled child keeps the random flag (`TraceFlags::with_sampled`),
+    // so only an unsampled parent needs the side entry; a stale entry of an
+    // earlier extraction is always replaced.
+    if (random && !sampled) || exact.is_some() || cx.get::<IncomingTrace>().is_some() {
+        cx.with_value(IncomingTrace {
+            trace_id: parent.trace_id,
+            random,
+            exact,
+        })
+    } else {
+        cx
     }
 }
 
@@ -314,4 +342,73 @@ fn tracestate_header(trace_state: &TraceState, exact: Option<&ExactTraceState>) 
         None => Entries::for_sending(trace_state),
     };
     (!entries.is_empty()).then(|| entries.to_header())
+}
+
+#[cfg(test)]
+mod header_path_tests {
+    use http::{HeaderMap, HeaderValue};
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry::Context;
+
+    use super::TraceContextPropagator;
+    use crate::propagation::{HeaderExtractor, HeaderInjector};
+
+    /// What a context sends on: its span context re-injected, as header pairs.
+    fn sent(cx: &Context) -> Vec<(String, String)> {
+        let mut out = HeaderMap::new();
+        TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(&mut out));
+        let mut pairs: Vec<_> = out
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        pairs.sort();
+        pairs.push((
+            "valid".into(),
+            cx.span().span_context().is_valid().to_string(),
+        ));
+        pairs
+    }
+
+    #[test]
+    fn the_header_map_path_extracts_what_the_extractor_path_does() {
+        const TP: &[u8] = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let cases: Vec<Vec<(&str, &[u8])>> = vec![
+            vec![],
+            vec![("traceparent", TP)],
+            vec![(
+                "traceparent",
+                b" 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-02\t",
+            )],
+            vec![("traceparent", TP), ("traceparent", TP)],
+            vec![("traceparent", TP), ("traceparent", b"\xff")],
+            vec![("traceparent", b"\xff")],
+            vec![(
+                "traceparent",
+                b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            )],
+            vec![
+                ("traceparent", TP),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"b@c=2, d=3"),
+            ],
+            vec![
+                ("traceparent", TP),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"\xff"),
+            ],
+            vec![("traceparent", TP), ("tracestate", b"foo@@bar=1")],
+            vec![("tracestate", b"a=1")],
+        ];
+        let p = TraceContextPropagator::new();
+        for case in cases {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &case {
+                headers.append(*name, HeaderValue::from_bytes(value).unwrap());
+            }
+            let via_extractor = p.extract_with_context(&Context::new(), &HeaderExtractor(&headers));
+            let via_headers = p.extract_from_headers(&Context::new(), &headers);
+            assert_eq!(sent(&via_headers), sent(&via_extractor), "{case:?}");
+        }
+    }
 }
