@@ -144,8 +144,8 @@ pub(crate) enum BodyEnd {
 
 /// The per-request state of whichever side made the body.
 pub(crate) enum Record {
-    Server(ServerRecord),
-    Client(ClientRecord),
+    Server(Box<ServerRecord>),
+    Client(Box<ClientRecord>),
 }
 
 impl Record {
@@ -158,8 +158,8 @@ impl Record {
 
     fn finish(self, end: BodyEnd, bytes: u64) {
         match self {
-            Self::Server(r) => r.finish_body(end, bytes),
-            Self::Client(r) => r.finish_body(end, bytes),
+            Self::Server(r) => (*r).finish_body(end, bytes),
+            Self::Client(r) => (*r).finish_body(end, bytes),
         }
     }
 }

@@ -212,7 +212,7 @@ impl Middleware for OtelMiddleware {
         );
         // Ends the span if this future is dropped before a response.
         // Ends the span once, without an error, if the caller drops this future.
-        let mut guard = FutureGuard::entering(Some(record)).left();
+        let mut guard = FutureGuard::entering(Some(Box::new(record))).left();
         Box::pin(async move {
             let result = next.run(req, extensions).await;
             if let Some(mut record) = guard.take() {

@@ -75,7 +75,7 @@ where
             }
             Err(err) => {
                 if let Some(record) = guard.take() {
-                    record.finish(Some(crate::attributes::error_type_name::<E>()), None);
+                    (*record).finish(Some(crate::attributes::error_type_name::<E>()), None);
                 }
                 Err(err)
             }
@@ -84,12 +84,12 @@ where
 }
 
 /// The client's guard: see [`RequestGuard`].
-pub(crate) type FutureGuard = RequestGuard<ClientRecord>;
+pub(crate) type FutureGuard = RequestGuard<Box<ClientRecord>>;
 
-impl EndEarly for ClientRecord {
+impl EndEarly for Box<ClientRecord> {
     /// Dropped before a response: a cancellation the caller chose, so not an error; a
     /// panic is one.
     fn end_early(self, panicked: bool) {
-        self.finish(panicked.then_some(crate::server::record::ERROR_PANIC), None);
+        (*self).finish(panicked.then_some(crate::server::record::ERROR_PANIC), None);
     }
 }

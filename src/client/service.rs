@@ -58,7 +58,7 @@ where
             return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let (record, req) = ClientRecord::start(&self.shared, req);
-        let guard = FutureGuard::entering(Some(record));
+        let guard = FutureGuard::entering(Some(Box::new(record)));
         let future = self.inner.call(req);
         ResponseFuture::new(future, guard.left())
     }

@@ -52,7 +52,7 @@ where
         let poll = {
             let _attached = guard
                 .record()
-                .and_then(ServerRecord::context)
+                .and_then(|record| record.context())
                 .map(|cx| cx.clone().attach());
             let inner = this.inner;
             guard.user_code(|_| inner.poll(cx))
@@ -87,7 +87,7 @@ where
             }
             Err(err) => {
                 if let Some(record) = guard.take() {
-                    record.finish_early(Early::ServiceError(
+                    (*record).finish_early(Early::ServiceError(
                         crate::attributes::error_type_name::<E>(),
                     ));
                 }
@@ -98,11 +98,11 @@ where
 }
 
 /// The server's guard: see [`RequestGuard`].
-pub(crate) type FutureGuard = RequestGuard<ServerRecord>;
+pub(crate) type FutureGuard = RequestGuard<Box<ServerRecord>>;
 
-impl EndEarly for ServerRecord {
+impl EndEarly for Box<ServerRecord> {
     fn end_early(self, panicked: bool) {
-        self.finish_early(if panicked {
+        (*self).finish_early(if panicked {
             Early::Panic
         } else {
             Early::Cancelled

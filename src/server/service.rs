@@ -75,9 +75,11 @@ where
         } else {
             req
         };
-        let guard = FutureGuard::entering(Some(ServerRecord::start(shared, &req, public)));
+        // Boxed: the future and the body stay small, which every move of them pays for.
+        let guard =
+            FutureGuard::entering(Some(Box::new(ServerRecord::start(shared, &req, public))));
         // Handlers that run inside `call` see the span too.
-        let future = match guard.record().and_then(ServerRecord::context) {
+        let future = match guard.record().and_then(|record| record.context()) {
             Some(cx) => {
                 let _attached = cx.clone().attach();
                 self.inner.call(req)
