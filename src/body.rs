@@ -149,10 +149,13 @@ pub(crate) enum Record {
 }
 
 impl Record {
+    /// The context to make current while the body is polled: the server span, under
+    /// which a streaming body's user code runs. A client body is polled by the caller,
+    /// in the caller's own context.
     fn context(&self) -> Option<&opentelemetry::Context> {
         match self {
             Self::Server(r) => r.context(),
-            Self::Client(r) => r.context(),
+            Self::Client(_) => None,
         }
     }
 

@@ -366,3 +366,26 @@ impl<C: fmt::Debug> fmt::Debug for Shared<C> {
             .finish()
     }
 }
+
+/// Ends a request's span, if it has one: on a failure sets `error.type` and an `Error`
+/// status (with `description`; none for an error status code, which explains itself),
+/// then ends it at `span_start + elapsed`, the instant the duration metric is taken, so
+/// that both measure the same interval. Ended explicitly: a context cloned into a
+/// spawned task must not keep it open.
+pub(crate) fn end_span(
+    cx: Option<&Context>,
+    span_start: Option<std::time::SystemTime>,
+    elapsed: std::time::Duration,
+    error_type: Option<&'static str>,
+    description: &'static str,
+) {
+    let (Some(cx), Some(span_start)) = (cx, span_start) else {
+        return;
+    };
+    let span = cx.span();
+    if let Some(error_type) = error_type {
+        span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, error_type));
+        span.set_status(opentelemetry::trace::Status::error(description));
+    }
+    span.end_with_timestamp(span_start + elapsed);
+}

@@ -5,9 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
-use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
-};
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use super::layer::ClientShared;
@@ -15,6 +13,7 @@ use super::{ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::BodyEnd;
 use crate::semconv::*;
+use crate::telemetry;
 
 pub(crate) struct ClientRecord {
     shared: Arc<ClientShared>,
@@ -158,10 +157,6 @@ impl ClientRecord {
         record
     }
 
-    pub(crate) fn context(&self) -> Option<&Context> {
-        None
-    }
-
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
         self.on_response_parts(res.status(), res.version(), res.headers());
     }
@@ -211,18 +206,19 @@ impl ClientRecord {
         let error_type =
             error.or_else(|| error_status.map(|s| attributes::status_code_str(s.as_u16())));
 
-        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
-            let span = cx.span();
-            if let Some(error_type) = error_type {
-                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-                span.set_status(Status::error(if error.is_some() {
-                    "request failed"
-                } else {
-                    ""
-                }));
-            }
-            span.end_with_timestamp(span_start + elapsed);
-        }
+        // An error status code explains itself; a transport or body error says so.
+        let description = if error.is_some() {
+            "request failed"
+        } else {
+            ""
+        };
+        telemetry::end_span(
+            self.cx.as_ref(),
+            self.span_start,
+            elapsed,
+            error_type,
+            description,
+        );
 
         let Some(metrics) = &self.shared.metrics else {
             return;

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use opentelemetry::trace::{
-    Link, Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    Link, Span as _, SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
@@ -17,6 +17,7 @@ use super::PeerAddr;
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::BodyEnd;
 use crate::semconv::*;
+use crate::telemetry;
 use crate::HttpRoute;
 
 /// Why a request ended before its response body existed.
@@ -317,20 +318,15 @@ impl ServerRecord {
         let error_type =
             error.or_else(|| server_error.map(|s| attributes::status_code_str(s.as_u16())));
 
-        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
-            let span = cx.span();
-            if let Some(error_type) = error_type {
-                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-                // A 5xx explains itself; other failures say what happened.
-                span.set_status(Status::error(if error.is_some() {
-                    description
-                } else {
-                    ""
-                }));
-            }
-            // Ended explicitly: a context cloned into a spawned task must not keep it open.
-            span.end_with_timestamp(span_start + elapsed);
-        }
+        // A 5xx explains itself; other failures say what happened.
+        let description = if error.is_some() { description } else { "" };
+        telemetry::end_span(
+            self.cx.as_ref(),
+            self.span_start,
+            elapsed,
+            error_type,
+            description,
+        );
 
         let Some(metrics) = &self.shared.metrics else {
             return;
