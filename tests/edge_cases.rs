@@ -319,3 +319,122 @@ fn a_panicking_span_name_callback_still_ends_the_request() {
         1
     );
 }
+
+#[test]
+fn sensitive_query_keys_replace_the_default_list_on_both_sides() {
+    let t = Telemetry::new();
+    let server = ServiceBuilder::new()
+        .layer(t.server().sensitive_query_keys(["token"]).build())
+        .service_fn(|_| async { Ok::<_, Infallible>(ok()) });
+    run(server, req("/x?token=t0p&sig=kept"));
+    let client = ServiceBuilder::new()
+        .layer(t.client_layer().sensitive_query_keys(["token"]).build())
+        .service_fn(|_| async { Ok::<_, Infallible>(ok()) });
+    run(client, req("http://api.local/x?token=t0p&sig=kept"));
+    let spans = t.finished_spans();
+    assert_eq!(spans.len(), 2);
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == opentelemetry::trace::SpanKind::Server)
+        .unwrap();
+    let client = spans
+        .iter()
+        .find(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
+        .unwrap();
+    assert_eq!(
+        attr(&server.attributes, "url.query"),
+        Some(Value::from("token=REDACTED&sig=kept"))
+    );
+    assert_eq!(
+        attr(&client.attributes, "url.full"),
+        Some(Value::from("http://api.local/x?token=REDACTED&sig=kept"))
+    );
+}
+
+#[test]
+fn public_endpoint_fn_decides_per_request() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(
+            t.server()
+                .public_endpoint_fn(|parts| parts.uri.path().starts_with("/public"))
+                .build(),
+        )
+        .service_fn(|_| async { Ok::<_, Infallible>(ok()) });
+    for path in ["/public/x", "/internal/x"] {
+        let mut r = req(path);
+        r.headers_mut().insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        run(svc.clone(), r);
+    }
+    let spans = t.finished_spans();
+    let public = span_with_path(&spans, "/public/x");
+    let internal = span_with_path(&spans, "/internal/x");
+    assert_ne!(
+        public.span_context.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(
+        public.links.len(),
+        1,
+        "a link to the caller instead of a parent"
+    );
+    assert_eq!(
+        internal.span_context.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(internal.parent_span_id.to_string(), "b7ad6b7169203331");
+    assert_eq!(internal.links.len(), 0);
+}
+
+#[test]
+fn the_client_captures_configured_headers_only() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(
+            t.client_layer()
+                .request_headers(["x-request-id"])
+                .response_headers(["x-served-by"])
+                .build(),
+        )
+        .service_fn(|_| async {
+            let mut res = ok();
+            res.headers_mut()
+                .append("x-served-by", "a".parse().unwrap());
+            res.headers_mut()
+                .append("x-served-by", "b".parse().unwrap());
+            res.headers_mut().insert("x-secret", "s".parse().unwrap());
+            Ok::<_, Infallible>(res)
+        });
+    let mut r = req("http://api.local/x");
+    r.headers_mut()
+        .insert("x-request-id", "42".parse().unwrap());
+    r.headers_mut()
+        .insert("authorization", "Bearer s3cr3t".parse().unwrap());
+    run(svc, r);
+    let span = &t.finished_spans()[0];
+    assert_eq!(
+        attr(&span.attributes, "http.request.header.x-request-id"),
+        Some(Value::Array(opentelemetry::Array::String(
+            vec!["42".into()]
+        )))
+    );
+    assert_eq!(
+        attr(&span.attributes, "http.response.header.x-served-by"),
+        Some(Value::Array(opentelemetry::Array::String(vec![
+            "a".into(),
+            "b".into()
+        ])))
+    );
+    for kv in &span.attributes {
+        let key = kv.key.as_str();
+        assert!(
+            !key.contains("authorization") && !key.contains("x-secret"),
+            "{key}"
+        );
+    }
+}

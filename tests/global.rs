@@ -108,4 +108,34 @@ async fn global_providers_in_order() {
     let _g = cx.attach();
     let seen = call(client, req(None)).await;
     assert!(seen.ends_with("|Some(\"tenant=acme\")"), "{seen}");
+
+    // 4. OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS replaces the known methods (read when
+    //    a layer is built; this binary has no other test to race with).
+    std::env::set_var("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET, PROPFIND");
+    t.spans.reset();
+    let server = ServiceBuilder::new().layer(OtelLayer::new()).service(inner);
+    let client = ServiceBuilder::new()
+        .layer(OtelClientLayer::new())
+        .service(inner);
+    std::env::remove_var("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS");
+    let method = |m: &str| {
+        Request::builder()
+            .method(m)
+            .uri("http://svc.local/x")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    call(server.clone(), method("PROPFIND")).await;
+    call(server, method("POST")).await;
+    call(client, method("PROPFIND")).await;
+    let methods: Vec<String> = t
+        .finished_spans()
+        .iter()
+        .map(|s| {
+            attr(&s.attributes, "http.request.method")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(methods, ["PROPFIND", "_OTHER", "PROPFIND"]);
 }
