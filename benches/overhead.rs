@@ -521,16 +521,16 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
     let per_round: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
-    // An optional filter (for profiling one case under callgrind): `bare` is always kept.
+    // An optional filter: the cases named, comma-separated, and `bare` (and `stream/bare`
+    // for stream cases), so that one case can be profiled against `bare` alone
+    // (`valgrind --tool=callgrind`, instructions per request by difference).
     let filter = args.next();
     let mut cases = cases();
     if let Some(filter) = &filter {
+        let wanted: Vec<&str> = filter.split(',').collect();
+        let streams = wanted.iter().any(|f| f.starts_with("stream/"));
         cases.retain(|c| {
-            c.name == "bare"
-                || c.name == "stream/bare"
-                || c.name == "floor"
-                || c.name == "stream/floor"
-                || filter.split(",").any(|f| c.name == f)
+            c.name == "bare" || (streams && c.name == "stream/bare") || wanted.contains(&c.name)
         });
     }
 
@@ -599,8 +599,10 @@ fn main() {
         } else {
             "floor"
         };
+        let has_floor = cases.iter().any(|c| c.name == floor_name);
         let vs_floor = if (name.contains("layer") || name.starts_with("peer"))
             && !name.starts_with("client")
+            && has_floor
         {
             format!("{:.2}", overhead(i) / overhead(idx(floor_name)))
         } else {
