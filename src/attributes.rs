@@ -124,7 +124,15 @@ impl MethodLabel {
     /// The span name `{method} {target}`, or `{method}` without a target.
     pub(crate) fn span_name(&self, target: Option<&str>) -> Cow<'static, str> {
         match target {
-            Some(target) => Cow::Owned(format!("{} {}", self.span_name_part(), target)),
+            Some(target) => {
+                // Not `format!`: its machinery costs more than the name itself.
+                let method = self.span_name_part();
+                let mut name = String::with_capacity(method.len() + 1 + target.len());
+                name.push_str(method);
+                name.push(' ');
+                name.push_str(target);
+                Cow::Owned(name)
+            }
             None if self.other => Cow::Borrowed("HTTP"),
             None => match standard_method(self.value.as_str()) {
                 Some(m) => Cow::Borrowed(m),
