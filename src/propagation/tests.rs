@@ -100,6 +100,7 @@ fn traceparent_valid_values() {
         ("vfe", "fe-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TRACE_ID, SPAN_ID, 0x01),
         ("max ids", "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-01", "ffffffffffffffffffffffffffffffff", "ffffffffffffffff", 0x01),
         ("min ids", "00-00000000000000000000000000000001-0000000000000001-00", "00000000000000000000000000000001", "0000000000000001", 0x00),
+        ("trace id zero in its low half", "00-10000000000000000000000000000000-0000000000000001-00", "10000000000000000000000000000000", "0000000000000001", 0x00),
     ];
     for &(name, value, trace_id, span_id, flags) in cases {
         let parsed = Traceparent::parse(value).unwrap_or_else(|| panic!("{name}: rejected"));

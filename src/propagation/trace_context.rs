@@ -247,30 +247,45 @@ impl Traceparent {
         if !trailing_ok {
             return None;
         }
-        let trace_id = decode_hex(&bytes[3..35])?;
-        let span_id = decode_hex(&bytes[36..52])? as u64;
+        let trace_id_high = decode_hex(&bytes[3..19])?;
+        let trace_id_low = decode_hex(&bytes[19..35])?;
+        let span_id = decode_hex(&bytes[36..52])?;
         let flags = decode_hex(&bytes[53..55])? as u8;
-        if trace_id == 0 || span_id == 0 {
+        if (trace_id_high | trace_id_low) == 0 || span_id == 0 {
             return None;
         }
         Some(Traceparent {
-            trace_id: TraceId::from(trace_id),
+            trace_id: TraceId::from(u128::from(trace_id_high) << 64 | u128::from(trace_id_low)),
             span_id: SpanId::from(span_id),
             flags: flags & KNOWN_FLAGS,
         })
     }
 }
 
-/// Decodes up to 32 lowercase hex digits.
-fn decode_hex(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |acc, &digit| {
-        let nibble = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'f' => digit - b'a' + 10,
-            _ => return None,
-        };
-        Some(acc << 4 | u128::from(nibble))
-    })
+/// The value of each lowercase hex digit; `INVALID_DIGIT` for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [INVALID_DIGIT; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[HEX[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const INVALID_DIGIT: u8 = 0xff;
+
+/// Decodes up to 16 lowercase hex digits.
+#[inline]
+fn decode_hex(digits: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    // Or-ing every digit's table value finds an invalid one with one test at the end.
+    let mut invalid = 0u8;
+    for &digit in digits {
+        let nibble = HEX_VALUE[usize::from(digit)];
+        invalid |= nibble;
+        value = value << 4 | u64::from(nibble & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then_some(value)
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
