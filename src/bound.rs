@@ -3,15 +3,16 @@
 //! Recording a histogram through the SDK hashes the attribute slice (SipHash) and takes
 //! a read lock for every instrument. A request records up to three histograms with the
 //! same attributes, and the attribute sets are few (method × status × route × …), so
-//! this cache hashes the set once (with a fast hash), and records through handles bound
-//! to it with opentelemetry's `experimental_metrics_bound_instruments` API.
+//! this cache hashes the set once (with a fast hash), and records through handles bound to it with
+//! opentelemetry's `experimental_metrics_bound_instruments` API.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 use opentelemetry::metrics::{BoundHistogram, Histogram};
-use opentelemetry::KeyValue;
+use opentelemetry::{KeyValue, Value};
 
 /// At most this many attribute sets are bound; others are recorded unbound. Far above
 /// what a service with templated routes produces, and the SDK's own cardinality limit
@@ -27,9 +28,15 @@ struct BoundSet {
     response_size: OnceLock<BoundHistogram<u64>>,
 }
 
+/// Bound sets by [`set_hash`]: a hash is almost always one set, but equal hashes are
+/// kept apart by [`same_set`].
+type Sets = HashMap<u64, Vec<(Box<[KeyValue]>, BoundSet)>, BuildHasherDefault<PassThrough>>;
+
 #[derive(Default)]
 pub(crate) struct BoundCache {
-    sets: RwLock<HashMap<Box<[KeyValue]>, BoundSet, BuildHasherDefault<FxHasher>>>,
+    sets: RwLock<Sets>,
+    /// Sets bound so far (every `Vec` of `sets` counted).
+    len: AtomicUsize,
 }
 
 impl BoundCache {
@@ -54,40 +61,87 @@ impl BoundCache {
                 set.response_size.get_or_init(|| h.bind(attrs)).record(v);
             }
         };
+        let hash = set_hash(attrs);
+        fn find<'a>(sets: &'a Sets, hash: u64, attrs: &[KeyValue]) -> Option<&'a BoundSet> {
+            sets.get(&hash)?
+                .iter()
+                .find(|(bound, _)| same_set(bound, attrs))
+                .map(|(_, set)| set)
+        }
         if let Ok(sets) = self.sets.read() {
-            if let Some(set) = sets.get(attrs) {
+            if let Some(set) = find(&sets, hash, attrs) {
                 record(set);
                 return true;
             }
             // Full: record unbound, without ever taking the write lock again.
-            if sets.len() >= MAX_BOUND_SETS {
+            if self.len.load(Ordering::Relaxed) >= MAX_BOUND_SETS {
                 return false;
             }
         }
         let Ok(mut sets) = self.sets.write() else {
             return false;
         };
-        if sets.len() >= MAX_BOUND_SETS && !sets.contains_key(attrs) {
+        if let Some(set) = find(&sets, hash, attrs) {
+            record(set);
+            return true;
+        }
+        if self.len.load(Ordering::Relaxed) >= MAX_BOUND_SETS {
             return false;
         }
-        let set = sets.entry(attrs.into()).or_insert_with(|| BoundSet {
+        self.len.fetch_add(1, Ordering::Relaxed);
+        let set = BoundSet {
             duration: instruments.0.bind(attrs),
             request_size: OnceLock::new(),
             response_size: OnceLock::new(),
-        });
-        record(set);
+        };
+        record(&set);
+        sets.entry(hash).or_default().push((attrs.into(), set));
         true
     }
 }
 
-/// The multiply-rotate hash of rustc (FxHash): a few cycles per word, fine for keys an
-/// attacker cannot choose freely (our attribute sets are bounded by construction).
-#[derive(Default)]
-struct FxHasher(u64);
+/// A hash of an attribute set, keys and values, eight bytes a step (FxHash's
+/// multiply-rotate): fine for sets that an attacker cannot choose freely (ours are
+/// bounded by construction).
+fn set_hash(attrs: &[KeyValue]) -> u64 {
+    let mut h = Fx(attrs.len() as u64);
+    for kv in attrs {
+        h.add_bytes(kv.key.as_str().as_bytes());
+        match &kv.value {
+            Value::String(s) => h.add_bytes(s.as_str().as_bytes()),
+            Value::I64(i) => h.add(*i as u64),
+            Value::Bool(b) => h.add(u64::from(*b)),
+            Value::F64(f) => h.add(f.to_bits()),
+            // Not among the crate's metric attributes: equal sets still hash alike.
+            _ => h.add(u64::MAX),
+        }
+    }
+    h.0
+}
 
-impl Hasher for FxHasher {
+/// Whether two attribute sets are the same, in the same order (as [`set_hash`] sees
+/// them). The crate's keys are `&'static str` constants: the same address is the
+/// usual answer, the text the fallback.
+fn same_set(a: &[KeyValue], b: &[KeyValue]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            let (ka, kb) = (a.key.as_str(), b.key.as_str());
+            (std::ptr::eq(ka, kb) || ka == kb) && a.value == b.value
+        })
+}
+
+/// The multiply-rotate hash of rustc (FxHash).
+struct Fx(u64);
+
+impl Fx {
     #[inline]
-    fn write(&mut self, bytes: &[u8]) {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn add_bytes(&mut self, bytes: &[u8]) {
+        self.add(bytes.len() as u64);
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
@@ -101,37 +155,28 @@ impl Hasher for FxHasher {
             self.add(u64::from_le_bytes(word));
         }
     }
+}
 
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
+/// The map's hasher: its keys are already hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; any other input still hashes consistently.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
     }
 
     #[inline]
     fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    #[inline]
-    fn write_i64(&mut self, i: i64) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
+        self.0 = i;
     }
 
     #[inline]
     fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
