@@ -192,9 +192,13 @@ pub(crate) fn status_code_str(code: u16) -> &'static str {
 /// Splits `host[:port]` or `[v6]:port` (as in `Host` and `:authority`) into the host, without
 /// brackets, and the port. `None` if there is no usable host.
 pub(crate) fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
-    let value = value.trim();
+    // Header values, authorities and `Forwarded` parameters are ASCII: OWS is SP and HTAB.
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
     // `userinfo@` is not allowed in Host, but may be in an absolute URI's authority.
-    let value = value.rsplit_once('@').map_or(value, |(_, h)| h);
+    let value = match value.bytes().rposition(|b| b == b'@') {
+        Some(at) => &value[at + 1..],
+        None => value,
+    };
     let (host, port) = if let Some(rest) = value.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let port = match after {
@@ -203,11 +207,11 @@ pub(crate) fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
         };
         (host, port)
     } else {
-        match value.rsplit_once(':') {
+        let mut colons = value.bytes().enumerate().filter(|&(_, b)| b == b':');
+        match (colons.next(), colons.next()) {
+            (Some((colon, _)), None) => (&value[..colon], Some(&value[colon + 1..])),
             // More than one colon without brackets: a bare IPv6 address, no port.
-            Some((h, _)) if h.contains(':') => (value, None),
-            Some((h, p)) => (h, Some(p)),
-            None => (value, None),
+            (Some(_), Some(_)) | (None, _) => (value, None),
         }
     };
     if host.is_empty() || host.len() > MAX_VALUE_LEN {
@@ -510,6 +514,7 @@ mod tests {
         assert_eq!(split_host_port("[::1"), None);
         assert_eq!(split_host_port("[::1]x"), None);
         assert_eq!(split_host_port("h:"), Some(("h", None)));
+        assert_eq!(split_host_port(" \th:1 "), Some(("h", Some(1))));
     }
 
     #[test]

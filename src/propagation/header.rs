@@ -57,8 +57,14 @@ pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
-            return;
+        // The W3C fields without parsing their names; any other name parsed.
+        let name = match key {
+            "traceparent" => super::trace_context::TRACEPARENT_HEADER.clone(),
+            "tracestate" => super::trace_context::TRACESTATE_HEADER.clone(),
+            _ => match HeaderName::from_bytes(key.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => return,
+            },
         };
         let Ok(value) = HeaderValue::try_from(value) else {
             return;

@@ -10,6 +10,9 @@ use super::tracestate::{trim_ows, Entries};
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
+/// The same names as header names, so that a `HeaderMap` lookup does not parse them.
+pub(crate) static TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+pub(crate) static TRACESTATE_HEADER: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
 
 /// Length of a version-00 `traceparent`, and the minimum length of any version.
 const TRACEPARENT_LEN: usize = 55;
@@ -148,13 +151,13 @@ impl TraceContextPropagator {
     /// header map: the layers' path, which needs no `Vec` for `traceparent` (the
     /// `Extractor` API returns one per header).
     pub(crate) fn extract_from_headers(&self, cx: &Context, headers: &http::HeaderMap) -> Context {
-        let mut fields = headers.get_all(TRACEPARENT).iter();
+        let mut fields = headers.get_all(&TRACEPARENT_HEADER).iter();
         let traceparent = match (fields.next(), fields.next()) {
             (Some(value), None) => Some(super::header::field_str(value)),
             _ => None,
         };
         extract(cx, traceparent, || {
-            let mut values = headers.get_all(TRACESTATE).iter().peekable();
+            let mut values = headers.get_all(&TRACESTATE_HEADER).iter().peekable();
             values.peek()?;
             Some(values.map(super::header::field_str).collect())
         })
