@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end requests/s on loopback: axum + hyper, bare vs OtelLayer with nothing
-# installed vs OtelLayer with the SDK, driven by wrk (-t1 -c16). The three servers run
-# side by side; each round runs wrk against each in a rotated order, and the table gives
-# the median over rounds of each server's requests/s divided by bare's in that round.
+# installed vs OtelLayer with the SDK vs `floor` (the same span and histogram points made
+# by the handler itself, no middleware: the SDK's own cost), driven by wrk (-t1 -c16).
+# The servers run side by side; each round runs wrk against each in a rotated order, and
+# the table gives the median over rounds of each server's requests/s divided by bare's
+# in that round.
 #
 #   bash benches/e2e.sh [ROUNDS] [SECONDS_PER_RUN]
 #
@@ -25,21 +27,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
+server_cpu=$(($(nproc) - 1))
 declare -A addr
-for mode in bare noop sdk; do
+for mode in bare noop sdk floor; do
   # stdin from a fifo held open by `sleep`: the server stops when that ends.
   mkfifo "$tmp/$mode.in"
   (sleep 3600 > "$tmp/$mode.in") & pids+=($!)
-  target/release/examples/e2e_server "$mode" < "$tmp/$mode.in" > "$tmp/$mode.out" & pids+=($!)
+  # Servers on the last core, wrk on the first: every server meets the same placement.
+  taskset -c "$server_cpu" target/release/examples/e2e_server "$mode" < "$tmp/$mode.in" > "$tmp/$mode.out" & pids+=($!)
   for _ in $(seq 100); do grep -q listening "$tmp/$mode.out" 2>/dev/null && break; sleep 0.05; done
   addr[$mode]=$(sed -n 's/listening on //p' "$tmp/$mode.out")
 done
 
-modes=(bare noop sdk)
+modes=(bare noop sdk floor)
 for r in $(seq 0 $((rounds - 1))); do
-  for k in 0 1 2; do
-    mode=${modes[$(((k + r) % 3))]}
-    rps=$(wrk -t1 -c16 -d"${secs}s" "http://${addr[$mode]}/users/42" | sed -n 's/^Requests\/sec: *//p')
+  for k in "${!modes[@]}"; do
+    mode=${modes[$(((k + r) % ${#modes[@]}))]}
+    rps=$(taskset -c 0 wrk -t1 -c16 -d"${secs}s" "http://${addr[$mode]}/users/42" | sed -n 's/^Requests\/sec: *//p')
     echo "$r $mode $rps" >> "$tmp/results"
   done
 done
@@ -50,10 +54,11 @@ rows = [l.split() for l in open(sys.argv[1])]
 by_round = {}
 for r, mode, rps in rows:
     by_round.setdefault(r, {})[mode] = float(rps)
-print(f"{len(by_round)} rounds, wrk -t1 -c16, medians")
-print(f"{'server':<8} {'req/s':>10} {'x bare':>8}")
-for mode in ("bare", "noop", "sdk"):
+print(f"{len(by_round)} rounds, wrk -t1 -c16, medians (q1-q3: quartiles of the per-round ratio)")
+print(f"{'server':<8} {'req/s':>10} {'x bare':>8} {'q1-q3':>13}")
+for mode in ("bare", "noop", "sdk", "floor"):
     rps = statistics.median(v[mode] for v in by_round.values())
-    ratio = statistics.median(v[mode] / v["bare"] for v in by_round.values())
-    print(f"{mode:<8} {rps:>10.0f} {ratio:>8.3f}")
+    ratios = sorted(v[mode] / v["bare"] for v in by_round.values())
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    print(f"{mode:<8} {rps:>10.0f} {statistics.median(ratios):>8.3f} {q1:>6.3f}-{q3:.3f}")
 PY

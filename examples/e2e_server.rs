@@ -1,13 +1,20 @@
 //! The axum server that `benches/e2e.sh` drives with wrk: `cargo run --release --example
 //! e2e_server -- MODE`, where MODE is `bare` (no layer), `noop` (`OtelLayer` with nothing
-//! installed) or `sdk` (`OtelLayer` with SDK tracer and meter providers whose exports are
-//! dropped). It prints `listening on ADDR` and serves until stdin closes.
+//! installed), `sdk` (`OtelLayer` with SDK tracer and meter providers whose exports are
+//! dropped) or `floor` (no layer: the handler itself starts and ends a SERVER span with
+//! the same attributes and records the same two histogram points, on the same
+//! providers: the SDK's own cost, with no middleware around it). It prints
+//! `listening on ADDR` and serves until stdin closes.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::extract::{Request, State};
 use axum::routing::get;
 use axum::Router;
-use opentelemetry::Context;
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
@@ -35,6 +42,60 @@ async fn user() -> &'static str {
     "hello world"
 }
 
+/// What `floor` records with.
+struct Floor {
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    duration: Histogram<f64>,
+    response_size: Histogram<u64>,
+}
+
+/// `user`, with the telemetry of `OtelLayer` written into it by hand: the span's
+/// attributes as the layer sets them for this request (wrk sends no `traceparent`),
+/// ended with the status code; the duration and response-size points.
+async fn user_floor(State(floor): State<Arc<Floor>>, req: Request) -> &'static str {
+    let start = Instant::now();
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", "GET"),
+        KeyValue::new("url.path", req.uri().path().to_owned()),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new("network.protocol.version", "1.1"),
+        KeyValue::new("http.route", "/users/{id}"),
+    ];
+    if let Some(host) = header(http::header::HOST) {
+        attrs.push(KeyValue::new("server.address", host));
+    }
+    if let Some(ua) = header(http::header::USER_AGENT) {
+        attrs.push(KeyValue::new("user_agent.original", ua));
+    }
+    let mut span = floor
+        .tracer
+        .span_builder("GET /users/{id}")
+        .with_kind(SpanKind::Server)
+        .with_start_time(SystemTime::now())
+        .with_attributes(attrs)
+        .start(&floor.tracer);
+    span.set_attribute(KeyValue::new("http.response.status_code", 200));
+    span.end();
+    let metric_attrs = [
+        KeyValue::new("http.request.method", "GET"),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new("http.response.status_code", 200),
+        KeyValue::new("http.route", "/users/{id}"),
+        KeyValue::new("network.protocol.version", "1.1"),
+    ];
+    floor
+        .duration
+        .record(start.elapsed().as_secs_f64(), &metric_attrs);
+    floor.response_size.record(11, &metric_attrs);
+    "hello world"
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "bare".into());
     // One worker: wrk gets the other core.
@@ -54,6 +115,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app = match mode.as_str() {
             "bare" => router,
             "noop" => router.layer(OtelLayer::new()),
+            "floor" => {
+                let meter = mp.meter("floor");
+                let floor = Arc::new(Floor {
+                    tracer: tp.tracer("floor"),
+                    duration: meter.f64_histogram("http.server.request.duration").build(),
+                    response_size: meter
+                        .u64_histogram("http.server.response.body.size")
+                        .build(),
+                });
+                // The same router as the other modes, the route tag included.
+                Router::new()
+                    .route("/users/{id}", get(user_floor))
+                    .route_layer(HttpRoute::layer("/users/{id}"))
+                    .with_state(floor)
+            }
             "sdk" => router.layer(
                 OtelLayer::builder()
                     .tracer_provider(&tp)
