@@ -235,7 +235,7 @@ impl Traceparent {
         if bytes.len() < TRACEPARENT_LEN {
             return None;
         }
-        let version = decode_hex(&bytes[0..2])? as u8;
+        let version = decode_hex::<2>(&bytes[0..2])? as u8;
         if version == INVALID_VERSION {
             return None;
         }
@@ -250,10 +250,10 @@ impl Traceparent {
         if !trailing_ok {
             return None;
         }
-        let trace_id_high = decode_hex(&bytes[3..19])?;
-        let trace_id_low = decode_hex(&bytes[19..35])?;
-        let span_id = decode_hex(&bytes[36..52])?;
-        let flags = decode_hex(&bytes[53..55])? as u8;
+        let trace_id_high = decode_hex::<16>(&bytes[3..19])?;
+        let trace_id_low = decode_hex::<16>(&bytes[19..35])?;
+        let span_id = decode_hex::<16>(&bytes[36..52])?;
+        let flags = decode_hex::<2>(&bytes[53..55])? as u8;
         if (trace_id_high | trace_id_low) == 0 || span_id == 0 {
             return None;
         }
@@ -277,9 +277,11 @@ const HEX_VALUE: [u8; 256] = {
 };
 const INVALID_DIGIT: u8 = 0xff;
 
-/// Decodes up to 16 lowercase hex digits.
+/// Decodes `N` (at most 16) lowercase hex digits; `digits` is exactly `N` long. A fixed
+/// count lets the loop unroll.
 #[inline]
-fn decode_hex(digits: &[u8]) -> Option<u64> {
+fn decode_hex<const N: usize>(digits: &[u8]) -> Option<u64> {
+    let digits: &[u8; N] = digits.try_into().ok()?;
     let mut value = 0u64;
     // Or-ing every digit's table value finds an invalid one with one test at the end.
     let mut invalid = 0u8;
