@@ -219,7 +219,9 @@ pub(crate) fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
     }
     let port = match port {
         None | Some("") => None,
-        Some(p) => Some(p.parse::<u16>().ok()?),
+        // Digits only: `u16::from_str` would also take a leading `+`.
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse::<u16>().ok()?),
+        Some(_) => return None,
     };
     Some((host, port))
 }
@@ -515,6 +517,8 @@ mod tests {
         assert_eq!(split_host_port("[::1]x"), None);
         assert_eq!(split_host_port("h:"), Some(("h", None)));
         assert_eq!(split_host_port(" \th:1 "), Some(("h", Some(1))));
+        assert_eq!(split_host_port("h:+80"), None);
+        assert_eq!(split_host_port("[::1]:+80"), None);
     }
 
     #[test]

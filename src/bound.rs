@@ -62,12 +62,6 @@ impl BoundCache {
             }
         };
         let hash = set_hash(attrs);
-        fn find<'a>(sets: &'a Sets, hash: u64, attrs: &[KeyValue]) -> Option<&'a BoundSet> {
-            sets.get(&hash)?
-                .iter()
-                .find(|(bound, _)| same_set(bound, attrs))
-                .map(|(_, set)| set)
-        }
         if let Ok(sets) = self.sets.read() {
             if let Some(set) = find(&sets, hash, attrs) {
                 record(set);
@@ -88,7 +82,6 @@ impl BoundCache {
         if self.len.load(Ordering::Relaxed) >= MAX_BOUND_SETS {
             return false;
         }
-        self.len.fetch_add(1, Ordering::Relaxed);
         let set = BoundSet {
             duration: instruments.0.bind(attrs),
             request_size: OnceLock::new(),
@@ -96,8 +89,18 @@ impl BoundCache {
         };
         record(&set);
         sets.entry(hash).or_default().push((attrs.into(), set));
+        // Counted once stored (under the write lock), so it is never above the sets held.
+        self.len.fetch_add(1, Ordering::Relaxed);
         true
     }
+}
+
+/// The bound set of `attrs`, whose [`set_hash`] is `hash`.
+fn find<'a>(sets: &'a Sets, hash: u64, attrs: &[KeyValue]) -> Option<&'a BoundSet> {
+    sets.get(&hash)?
+        .iter()
+        .find(|(bound, _)| same_set(bound, attrs))
+        .map(|(_, set)| set)
 }
 
 /// A hash of an attribute set, keys and values, eight bytes a step (FxHash's
@@ -126,8 +129,17 @@ fn same_set(a: &[KeyValue], b: &[KeyValue]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(a, b)| {
             let (ka, kb) = (a.key.as_str(), b.key.as_str());
-            (std::ptr::eq(ka, kb) || ka == kb) && a.value == b.value
+            (std::ptr::eq(ka, kb) || ka == kb) && same_value(&a.value, &b.value)
         })
+}
+
+/// Values compared as [`set_hash`] hashes them: a float by its bits, so that `NaN` is
+/// itself (not a new set on every record) and `0.0` and `-0.0`, hashed apart, stay apart.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::F64(a), Value::F64(b)) => a.to_bits() == b.to_bits(),
+        (a, b) => a == b,
+    }
 }
 
 /// The multiply-rotate hash of rustc (FxHash).
@@ -242,6 +254,86 @@ mod tests {
                 ("http.server.response.body.size".to_owned(), n, n2),
             ]
         );
+    }
+
+    #[test]
+    fn sets_with_one_hash_are_kept_apart() {
+        let (_provider, _exporter, instruments) = setup();
+        let a = [KeyValue::new("k", "a")];
+        let b = [KeyValue::new("k", "b")];
+        let bound = |attrs: &[KeyValue]| super::BoundSet {
+            duration: instruments.duration.bind(attrs),
+            request_size: std::sync::OnceLock::new(),
+            response_size: std::sync::OnceLock::new(),
+        };
+        // Both under one hash, as if they collided.
+        let mut sets = super::Sets::default();
+        sets.entry(7).or_default().extend([
+            (a.as_slice().into(), bound(&a)),
+            (b.as_slice().into(), bound(&b)),
+        ]);
+        let found = |attrs: &[KeyValue]| super::find(&sets, 7, attrs).map(|s| s as *const _);
+        assert_eq!(found(&a), Some(&sets[&7][0].1 as *const _));
+        assert_eq!(found(&b), Some(&sets[&7][1].1 as *const _));
+        assert_eq!(found(&[KeyValue::new("k", "c")]), None);
+        assert_eq!(super::find(&sets, 8, &a).map(|s| s as *const _), None);
+    }
+
+    #[test]
+    fn concurrent_binding_counts_each_set_once() {
+        let (provider, exporter, instruments) = setup();
+        let instruments = std::sync::Arc::new(instruments);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let instruments = instruments.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        instruments.record(&[KeyValue::new("i", i as i64)], 0.1, None, Some(1));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            instruments
+                .bound
+                .len
+                .load(std::sync::atomic::Ordering::Relaxed),
+            200
+        );
+        let stored: usize = instruments
+            .bound
+            .sets
+            .read()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum();
+        assert_eq!(stored, 200);
+        provider.force_flush().unwrap();
+        assert_eq!(
+            exported(&exporter),
+            vec![
+                ("http.server.request.duration".to_owned(), 200, 1600),
+                ("http.server.response.body.size".to_owned(), 200, 1600),
+            ]
+        );
+    }
+
+    #[test]
+    fn floats_are_compared_by_their_bits() {
+        use opentelemetry::Value;
+        assert!(super::same_value(
+            &Value::F64(f64::NAN),
+            &Value::F64(f64::NAN)
+        ));
+        assert!(!super::same_value(&Value::F64(0.0), &Value::F64(-0.0)));
+        assert!(super::same_value(
+            &Value::from("a"),
+            &Value::from("a".to_owned())
+        ));
     }
 
     #[test]

@@ -238,7 +238,7 @@ pub(crate) struct Instruments {
     pub(crate) response_size: Option<Histogram<u64>>,
     pub(crate) active: Option<UpDownCounter<i64>>,
     #[cfg(feature = "experimental-bound-instruments")]
-    bound: crate::bound::BoundCache,
+    pub(crate) bound: crate::bound::BoundCache,
 }
 
 impl Instruments {

@@ -281,6 +281,7 @@ const INVALID_DIGIT: u8 = 0xff;
 /// count lets the loop unroll.
 #[inline]
 fn decode_hex<const N: usize>(digits: &[u8]) -> Option<u64> {
+    debug_assert!(N <= 16, "a u64 holds 16 hex digits");
     let digits: &[u8; N] = digits.try_into().ok()?;
     let mut value = 0u64;
     // Or-ing every digit's table value finds an invalid one with one test at the end.
