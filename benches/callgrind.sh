@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Instructions per request over `bare`, counted by callgrind: stable on a noisy machine,
-# where the interleaved timings of overhead.rs drift. Each case runs alone beside `bare`
-# (the overhead bench's case filter), and the count is the difference between that run
-# and a run of `bare` alone, divided by the requests the case served.
+# Instructions per request over `bare`, counted by callgrind: repeatable on a noisy
+# machine, where the interleaved timings of overhead.rs drift. Each case runs alone beside
+# `bare` (the overhead bench's case filter), twice, with 2000 and with 4000 timed requests
+# per case: the difference is the marginal cost of 2000 more requests, without start-up,
+# the warm-up pass or lazy first-use costs.
 #
 #   bash benches/callgrind.sh [CASE ...]        (default: the layer cases)
 #   CALLGRIND_FEATURES=experimental-bound-instruments bash benches/callgrind.sh layer/sdk
@@ -16,36 +17,52 @@ fi
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=(floor layer/sdk layer/traces_only layer/metrics_only layer/sampled_out layer/noop)
 
-bin=$(cargo bench --bench overhead --no-run --message-format=json \
-    ${CALLGRIND_FEATURES:+--features "$CALLGRIND_FEATURES"} 2>/dev/null |
-  python3 -c 'import json,sys
+build=(cargo bench --bench overhead --no-run --message-format=json ${CALLGRIND_FEATURES:+--features "$CALLGRIND_FEATURES"})
+bin=$("${build[@]}" | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "overhead" and m.get("executable"):
         print(m["executable"])')
+[ -n "$bin" ] || { echo "callgrind.sh: the overhead bench did not build" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# `total CASES N`: the whole run's instructions, one round of N requests per case after
-# the bench's allocation pass (2 x 1000 requests per case).
-total() {
-  valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "$bin" 1 "$2" "$1" --bench >/dev/null 2>&1
-  sed -n 's/^summary: //p; s/^totals: //p' "$tmp/out" | head -n 1
+# `delta CASES`: instructions of 2000 more timed requests of every case the filter runs.
+delta() {
+  local runs=()
+  for n in 2000 4000; do
+    rm -f "$tmp/out"
+    if ! valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "$bin" 1 "$n" "$1" --bench \
+      >"$tmp/log" 2>&1; then
+      cat "$tmp/log" >&2
+      echo "callgrind.sh: the bench failed for '$1'" >&2
+      return 1
+    fi
+    runs+=("$(sed -n 's/^summary: //p; s/^totals: //p' "$tmp/out" | head -n 1)")
+  done
+  echo $((runs[1] - runs[0]))
 }
-# `bare` alone, twice: the difference is 2000 requests of `bare`.
-base=$(total none 2000)
-bare=$((($(total none 4000) - base) / 2000))
-per_case() { echo $((($(total "$1" 2000) - base) / 4000)); }
+known() { grep -q "^$1 " "$tmp/log"; }
+
+base=$(delta none)
+bare=$((base / 2000))
 printf '%-22s %12s %12s\n' case "instr/req" "over bare"
 printf '%-22s %12d %12d\n' bare "$bare" 0
+stream_bare=
 for case in "${cases[@]}"; do
-  n=$(per_case "$case")
-  ref=$bare
-  # A stream case runs beside `stream/bare` too: compare it with that.
+  d=$(delta "$case")
+  known "$case" || { echo "callgrind.sh: no case named '$case'" >&2; exit 1; }
   if [[ $case == stream/* ]]; then
-    both=$((($(total "$case" 2000) - base) / 4000))
-    ref=$(per_case stream/bare)
-    n=$((both - ref))
+    # A stream case runs beside `stream/bare` too: compare it with that.
+    if [ -z "$stream_bare" ]; then
+      sb=$(delta stream/bare)
+      stream_bare=$(((sb - base) / 2000))
+    fi
+    n=$(((d - base) / 2000 - stream_bare))
+    ref=$stream_bare
+  else
+    n=$(((d - base) / 2000))
+    ref=$bare
   fi
   printf '%-22s %12d %12d\n' "$case" "$n" $((n - ref))
 done

@@ -27,23 +27,39 @@ cleanup() {
 }
 trap cleanup EXIT
 
-server_cpu=$(($(nproc) - 1))
+# The CPUs this process may use (a cpuset need not start at 0): wrk on the first, the
+# servers on the last. With one CPU, nothing is pinned.
+cpus=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
+read -r -a cpu_list <<< "$cpus"
+if [ ${#cpu_list[@]} -ge 2 ]; then
+  wrk_pin=(taskset -c "${cpu_list[0]}")
+  server_pin=(taskset -c "${cpu_list[-1]}")
+else
+  echo "e2e.sh: one CPU only: servers and wrk share it (not pinned)" >&2
+  wrk_pin=()
+  server_pin=()
+fi
 declare -A addr
 for mode in bare noop sdk floor; do
   # stdin from a fifo held open by `sleep`: the server stops when that ends.
   mkfifo "$tmp/$mode.in"
   (sleep 3600 > "$tmp/$mode.in") & pids+=($!)
-  # Servers on the last core, wrk on the first: every server meets the same placement.
-  taskset -c "$server_cpu" target/release/examples/e2e_server "$mode" < "$tmp/$mode.in" > "$tmp/$mode.out" & pids+=($!)
+  # Every server on the same core: each meets the same placement.
+  "${server_pin[@]}" target/release/examples/e2e_server "$mode" < "$tmp/$mode.in" > "$tmp/$mode.out" 2>&1 & pids+=($!)
   for _ in $(seq 100); do grep -q listening "$tmp/$mode.out" 2>/dev/null && break; sleep 0.05; done
   addr[$mode]=$(sed -n 's/listening on //p' "$tmp/$mode.out")
+  if [ -z "${addr[$mode]}" ]; then
+    echo "e2e.sh: the $mode server did not start:" >&2
+    cat "$tmp/$mode.out" >&2
+    exit 1
+  fi
 done
 
 modes=(bare noop sdk floor)
 for r in $(seq 0 $((rounds - 1))); do
   for k in "${!modes[@]}"; do
     mode=${modes[$(((k + r) % ${#modes[@]}))]}
-    rps=$(taskset -c 0 wrk -t1 -c16 -d"${secs}s" "http://${addr[$mode]}/users/42" | sed -n 's/^Requests\/sec: *//p')
+    rps=$("${wrk_pin[@]}" wrk -t1 -c16 -d"${secs}s" "http://${addr[$mode]}/users/42" | sed -n 's/^Requests\/sec: *//p')
     echo "$r $mode $rps" >> "$tmp/results"
   done
 done

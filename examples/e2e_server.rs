@@ -68,7 +68,15 @@ async fn user_floor(State(floor): State<Arc<Floor>>, req: Request) -> &'static s
         KeyValue::new("http.route", "/users/{id}"),
     ];
     if let Some(host) = header(http::header::HOST) {
-        attrs.push(KeyValue::new("server.address", host));
+        match host.rsplit_once(':') {
+            Some((address, port)) => {
+                attrs.push(KeyValue::new("server.address", address.to_owned()));
+                if let Ok(port) = port.parse::<i64>() {
+                    attrs.push(KeyValue::new("server.port", port));
+                }
+            }
+            None => attrs.push(KeyValue::new("server.address", host)),
+        }
     }
     if let Some(ua) = header(http::header::USER_AGENT) {
         attrs.push(KeyValue::new("user_agent.original", ua));
