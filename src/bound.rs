@@ -3,8 +3,8 @@
 //! Recording a histogram through the SDK hashes the attribute slice (SipHash) and takes
 //! a read lock for every instrument. A request records up to three histograms with the
 //! same attributes, and the attribute sets are few (method × status × route × …), so
-//! this cache hashes the set once (with a fast hash), and records through handles bound to it with
-//! opentelemetry's `experimental_metrics_bound_instruments` API.
+//! this cache hashes the set once (with a fast hash), and records through handles bound
+//! to it with opentelemetry's `experimental_metrics_bound_instruments` API.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
