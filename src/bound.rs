@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 use opentelemetry::metrics::{BoundHistogram, Histogram};
@@ -28,15 +27,41 @@ struct BoundSet {
     response_size: OnceLock<BoundHistogram<u64>>,
 }
 
-/// Bound sets by [`set_hash`]: a hash is almost always one set, but equal hashes are
-/// kept apart by [`same_set`].
-type Sets = HashMap<u64, Vec<(Box<[KeyValue]>, BoundSet)>, BuildHasherDefault<PassThrough>>;
+/// The bound sets, by [`set_hash`]: a hash is almost always one set, but sets with equal
+/// hashes are kept apart by [`same_set`].
+#[derive(Default)]
+struct Sets {
+    by_hash: HashMap<u64, Vec<(Box<[KeyValue]>, BoundSet)>, BuildHasherDefault<PassThrough>>,
+    /// How many sets `by_hash` holds.
+    len: usize,
+}
+
+impl Sets {
+    /// The bound set of `attrs`, whose [`set_hash`] is `hash`.
+    fn find(&self, hash: u64, attrs: &[KeyValue]) -> Option<&BoundSet> {
+        self.by_hash
+            .get(&hash)?
+            .iter()
+            .find(|(bound, _)| same_set(bound, attrs))
+            .map(|(_, set)| set)
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= MAX_BOUND_SETS
+    }
+
+    fn insert(&mut self, hash: u64, attrs: &[KeyValue], set: BoundSet) {
+        self.by_hash
+            .entry(hash)
+            .or_default()
+            .push((attrs.into(), set));
+        self.len += 1;
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct BoundCache {
     sets: RwLock<Sets>,
-    /// Sets bound so far (every `Vec` of `sets` counted).
-    len: AtomicUsize,
 }
 
 impl BoundCache {
@@ -63,23 +88,24 @@ impl BoundCache {
         };
         let hash = set_hash(attrs);
         if let Ok(sets) = self.sets.read() {
-            if let Some(set) = find(&sets, hash, attrs) {
+            if let Some(set) = sets.find(hash, attrs) {
                 record(set);
                 return true;
             }
             // Full: record unbound, without ever taking the write lock again.
-            if self.len.load(Ordering::Relaxed) >= MAX_BOUND_SETS {
+            if sets.is_full() {
                 return false;
             }
         }
         let Ok(mut sets) = self.sets.write() else {
             return false;
         };
-        if let Some(set) = find(&sets, hash, attrs) {
+        // Another thread may have bound it, or filled the cache, in between.
+        if let Some(set) = sets.find(hash, attrs) {
             record(set);
             return true;
         }
-        if self.len.load(Ordering::Relaxed) >= MAX_BOUND_SETS {
+        if sets.is_full() {
             return false;
         }
         let set = BoundSet {
@@ -88,19 +114,9 @@ impl BoundCache {
             response_size: OnceLock::new(),
         };
         record(&set);
-        sets.entry(hash).or_default().push((attrs.into(), set));
-        // Counted once stored (under the write lock), so it is never above the sets held.
-        self.len.fetch_add(1, Ordering::Relaxed);
+        sets.insert(hash, attrs, set);
         true
     }
-}
-
-/// The bound set of `attrs`, whose [`set_hash`] is `hash`.
-fn find<'a>(sets: &'a Sets, hash: u64, attrs: &[KeyValue]) -> Option<&'a BoundSet> {
-    sets.get(&hash)?
-        .iter()
-        .find(|(bound, _)| same_set(bound, attrs))
-        .map(|(_, set)| set)
 }
 
 /// A hash of an attribute set, keys and values, eight bytes a step (FxHash's
@@ -268,15 +284,15 @@ mod tests {
         };
         // Both under one hash, as if they collided.
         let mut sets = super::Sets::default();
-        sets.entry(7).or_default().extend([
-            (a.as_slice().into(), bound(&a)),
-            (b.as_slice().into(), bound(&b)),
-        ]);
-        let found = |attrs: &[KeyValue]| super::find(&sets, 7, attrs).map(|s| s as *const _);
-        assert_eq!(found(&a), Some(&sets[&7][0].1 as *const _));
-        assert_eq!(found(&b), Some(&sets[&7][1].1 as *const _));
+        sets.insert(7, &a, bound(&a));
+        sets.insert(7, &b, bound(&b));
+        let held = &sets.by_hash[&7];
+        let found = |attrs: &[KeyValue]| sets.find(7, attrs).map(|s| s as *const _);
+        assert_eq!(found(&a), Some(&held[0].1 as *const _));
+        assert_eq!(found(&b), Some(&held[1].1 as *const _));
         assert_eq!(found(&[KeyValue::new("k", "c")]), None);
-        assert_eq!(super::find(&sets, 8, &a).map(|s| s as *const _), None);
+        assert_eq!(sets.find(8, &a).map(|s| s as *const _), None);
+        assert_eq!(sets.len, 2);
     }
 
     #[test]
@@ -296,22 +312,11 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(
-            instruments
-                .bound
-                .len
-                .load(std::sync::atomic::Ordering::Relaxed),
-            200
-        );
-        let stored: usize = instruments
-            .bound
-            .sets
-            .read()
-            .unwrap()
-            .values()
-            .map(Vec::len)
-            .sum();
+        let sets = instruments.bound.sets.read().unwrap();
+        assert_eq!(sets.len, 200);
+        let stored: usize = sets.by_hash.values().map(Vec::len).sum();
         assert_eq!(stored, 200);
+        drop(sets);
         provider.force_flush().unwrap();
         assert_eq!(
             exported(&exporter),
