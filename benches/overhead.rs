@@ -411,7 +411,7 @@ fn cases() -> Vec<Case> {
             name: "layer/traces_only",
             svc: layer(
                 false,
-                OtelLayer::builder().tracer_provider(&tp).without_metrics(),
+                OtelLayer::builder().tracer_provider(&tp).metrics(false),
             ),
             traceparent: SAMPLED,
             bare_globals: false,
@@ -420,7 +420,7 @@ fn cases() -> Vec<Case> {
             name: "layer/metrics_only",
             svc: layer(
                 false,
-                OtelLayer::builder().meter_provider(&mp).without_traces(),
+                OtelLayer::builder().meter_provider(&mp).traces(false),
             ),
             traceparent: SAMPLED,
             bare_globals: false,

@@ -104,11 +104,11 @@ fn bench(c: &mut Criterion) {
         .build();
     let traces_only = OtelLayer::builder()
         .tracer_provider(&tp)
-        .without_metrics()
+        .metrics(false)
         .build();
     let metrics_only = OtelLayer::builder()
         .meter_provider(&mp)
-        .without_traces()
+        .traces(false)
         .build();
     let tp_parent = tracer_provider(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     let sampled_out = OtelLayer::builder()

@@ -26,7 +26,7 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tower_otel_http::{HttpRoute, OtelLayer};
+use tower_otel_http::{HttpRouteLayer, OtelLayer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -158,7 +158,7 @@ async fn main() -> Result<(), BoxError> {
 
 /// `router.route(path, handler)`, with `path` tagged as the span's `http.route`.
 fn route(router: Router, path: &'static str, handler: MethodRouter) -> Router {
-    router.route(path, handler.route_layer(HttpRoute::layer(path)))
+    router.route(path, handler.route_layer(HttpRouteLayer::new(path)))
 }
 
 async fn get_path(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(), BoxError> {

@@ -48,7 +48,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracer, SdkTracerProvide
 use opentelemetry_sdk::Resource;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_otel_http::client::{OtelClient, UrlTemplate};
-use tower_otel_http::{HttpRoute, OtelClientLayer, OtelLayer};
+use tower_otel_http::{HttpRouteLayer, OtelClientLayer, OtelLayer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -260,7 +260,7 @@ fn route<S>(router: Router<S>, path: &'static str, handler: MethodRouter<S>) -> 
 where
     S: Clone + Send + Sync + 'static,
 {
-    router.route(path, handler.route_layer(HttpRoute::layer(path)))
+    router.route(path, handler.route_layer(HttpRouteLayer::new(path)))
 }
 
 #[derive(Clone)]

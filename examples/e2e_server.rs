@@ -19,7 +19,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
 use tokio::io::AsyncReadExt;
-use tower_otel_http::{HttpRoute, OtelLayer};
+use tower_otel_http::{HttpRouteLayer, OtelLayer};
 
 /// Ends spans, then drops them: what an exporter pipeline costs up to the hand-off.
 #[derive(Debug)]
@@ -113,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         let router = Router::new()
             .route("/users/{id}", get(user))
-            .route_layer(HttpRoute::layer("/users/{id}"));
+            .route_layer(HttpRouteLayer::new("/users/{id}"));
         let tp = SdkTracerProvider::builder()
             .with_span_processor(DropProcessor)
             .build();
@@ -135,7 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // The same router as the other modes, the route tag included.
                 Router::new()
                     .route("/users/{id}", get(user_floor))
-                    .route_layer(HttpRoute::layer("/users/{id}"))
+                    .route_layer(HttpRouteLayer::new("/users/{id}"))
                     .with_state(floor)
             }
             "sdk" => router.layer(

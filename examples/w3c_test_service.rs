@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(
             OtelClientLayer::builder()
                 .tracer_provider(&tracer_provider)
-                .without_metrics()
+                .metrics(false)
                 .build(),
         )
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(
             OtelLayer::builder()
                 .tracer_provider(&tracer_provider)
-                .without_metrics()
+                .metrics(false)
                 .build(),
         );
 

@@ -15,9 +15,6 @@ use crate::semconv;
 /// exporter carry.
 pub(crate) const MAX_VALUE_LEN: usize = 2048;
 
-/// The environment variable that replaces the known HTTP methods.
-pub(crate) const KNOWN_METHODS_ENV: &str = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS";
-
 /// Cuts `s` to at most [`MAX_VALUE_LEN`] bytes at a character boundary.
 pub(crate) fn bounded(s: &str) -> &str {
     if s.len() <= MAX_VALUE_LEN {
@@ -45,14 +42,6 @@ pub(crate) enum KnownMethods {
 }
 
 impl KnownMethods {
-    /// The list from `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`, or the default.
-    pub(crate) fn from_env() -> Self {
-        match std::env::var(KNOWN_METHODS_ENV) {
-            Ok(list) if !list.trim().is_empty() => Self::custom(list.split(',')),
-            _ => Self::Default,
-        }
-    }
-
     pub(crate) fn custom<I, M>(methods: I) -> Self
     where
         I: IntoIterator<Item = M>,
@@ -258,35 +247,41 @@ pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Optio
     headers.get(name)?.to_str().ok()
 }
 
-/// A header to capture as `http.{request,response}.header.<name>`.
+/// A header to capture as `http.{request,response}.header.<name>`; the values of a
+/// sensitive one are recorded as `REDACTED`.
 #[derive(Clone, Debug)]
 pub(crate) struct CapturedHeader {
     name: HeaderName,
     key: Key,
+    redacted: bool,
 }
 
-/// Builds the capture list for an allow-list of header names; invalid names are skipped.
-pub(crate) fn capture_list<I, N>(prefix: &str, names: I) -> Arc<[CapturedHeader]>
-where
-    I: IntoIterator<Item = N>,
-    N: AsRef<str>,
-{
+/// Builds the capture list for an allow-list of header names (duplicates dropped),
+/// marking those in `sensitive`.
+pub(crate) fn capture_list(
+    prefix: &str,
+    names: Vec<HeaderName>,
+    sensitive: &[HeaderName],
+) -> Arc<[CapturedHeader]> {
     let mut list: Vec<CapturedHeader> = Vec::new();
     for name in names {
-        let Ok(name) = HeaderName::from_bytes(name.as_ref().trim().as_bytes()) else {
-            continue;
-        };
         if list.iter().any(|c| c.name == name) {
             continue;
         }
         let key = Key::from(format!("{prefix}.{}", name.as_str()));
-        list.push(CapturedHeader { name, key });
+        let redacted = sensitive.contains(&name);
+        list.push(CapturedHeader {
+            name,
+            key,
+            redacted,
+        });
     }
     list.into()
 }
 
 /// The captured headers present in `headers`, each as a string array with one element per
-/// field value (non-UTF-8 bytes replaced, each value bounded).
+/// field value (non-UTF-8 bytes replaced, each value bounded; `REDACTED` for a sensitive
+/// header).
 pub(crate) fn captured_headers<'a>(
     headers: &'a HeaderMap,
     list: &'a [CapturedHeader],
@@ -295,9 +290,14 @@ pub(crate) fn captured_headers<'a>(
         let values: Vec<StringValue> = headers
             .get_all(&c.name)
             .iter()
-            .map(|v| match String::from_utf8_lossy(v.as_bytes()) {
-                Cow::Borrowed(s) => owned(s),
-                Cow::Owned(s) => owned(&s),
+            .map(|v| {
+                if c.redacted {
+                    return StringValue::from(semconv::REDACTED);
+                }
+                match String::from_utf8_lossy(v.as_bytes()) {
+                    Cow::Borrowed(s) => owned(s),
+                    Cow::Owned(s) => owned(&s),
+                }
             })
             .collect();
         (!values.is_empty())
@@ -591,11 +591,14 @@ mod tests {
 
     #[test]
     fn header_capture() {
+        let names = ["X-Id", "x-id", "accept", "cookie"]
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap());
         let list = capture_list(
             semconv::HTTP_REQUEST_HEADER,
-            ["X-Id", "bad name", "x-id", "accept"],
+            names.to_vec(),
+            &[http::header::COOKIE],
         );
-        assert_eq!(list.len(), 2);
+        assert_eq!(list.len(), 3);
         let mut h = HeaderMap::new();
         h.append("x-id", "a".parse().unwrap());
         h.append("x-id", http::HeaderValue::from_bytes(b"b\xff").unwrap());
@@ -608,6 +611,14 @@ mod tests {
                 "a".into(),
                 "b\u{fffd}".to_string().into()
             ]))
+        );
+        h.append("cookie", "session=s3cr3t".parse().unwrap());
+        h.append("cookie", "other=1".parse().unwrap());
+        let kvs: Vec<KeyValue> = captured_headers(&h, &list).collect();
+        assert_eq!(kvs[1].key.as_str(), "http.request.header.cookie");
+        assert_eq!(
+            kvs[1].value,
+            Value::Array(Array::String(vec!["REDACTED".into(), "REDACTED".into()]))
         );
     }
 }

@@ -31,7 +31,7 @@
 //! # Feature flags
 //!
 //! - `axum`: axum's `MatchedPath` becomes `http.route`, `ConnectInfo<SocketAddr>` gives
-//!   `client.address` and `network.peer.*`, and `HttpRoute::matched_path_layer()`.
+//!   `client.address` and `network.peer.*`, and `HttpRouteLayer::matched_path()`.
 //! - `reqwest`: an `OtelMiddleware` for `reqwest-middleware`.
 //! - `experimental-bound-instruments`: records the metrics through handles bound once
 //!   per attribute set, with opentelemetry's experimental bound-instrument API (and turns
@@ -68,18 +68,23 @@ mod body;
 #[cfg(feature = "experimental-bound-instruments")]
 mod bound;
 pub mod client;
+mod config;
 mod guard;
 mod macros;
 pub mod propagation;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
-mod route;
+pub mod route;
 mod semconv;
 pub mod server;
 mod telemetry;
 
 pub use body::ResponseBody;
-pub use client::OtelClientLayer;
-pub use route::{HttpRoute, HttpRouteLayer, HttpRouteService, RouteFuture};
-pub use server::{OtelLayer, PeerAddr};
+pub use client::{OtelClient, OtelClientLayer, OtelClientLayerBuilder, ResendCount, UrlTemplate};
+pub use route::{HttpRoute, HttpRouteLayer, HttpRouteService};
+pub use server::{Otel, OtelLayer, OtelLayerBuilder, PeerAddr};
+
+/// The response future of [`HttpRouteService`].
+#[deprecated(since = "0.2.0", note = "renamed `route::ResponseFuture`")]
+pub type RouteFuture<F> = route::ResponseFuture<F>;

@@ -21,9 +21,12 @@ macro_rules! define_inner_service_accessors {
 
 pub(crate) use define_inner_service_accessors;
 
-/// The builder methods the server and client layers share. The builder has fields
-/// `sources: Sources` and `config` with `request_headers`, `response_headers`,
-/// `known_methods`, `sensitive_query_keys`, `active_requests` and `body_size_metrics`.
+/// The builder methods the server and client layers (and the reqwest middleware) share.
+/// The builder has fields `sources: Sources` and `options: config::Options`.
+///
+/// The naming scheme of every builder: an on/off option is `name(bool)`; a list is
+/// `name(IntoIterator)`, replacing the default list; a callback is `name(closure)`, and a
+/// per-request variant of an on/off option is `name_fn(closure)`.
 macro_rules! define_common_builder_methods {
     () => {
         /// Makes spans with this provider's tracer instead of the global one.
@@ -37,10 +40,22 @@ macro_rules! define_common_builder_methods {
             self
         }
 
-        /// Makes no spans (the context is still propagated if a propagator is installed).
-        pub fn without_traces(mut self) -> Self {
-            self.sources.tracer = crate::telemetry::TracerChoice::Disabled;
+        /// Makes spans (on by default). Off, the layer makes none, and still propagates
+        /// the context if a propagator is installed.
+        pub fn traces(mut self, enable: bool) -> Self {
+            use crate::telemetry::TracerChoice;
+            self.sources.tracer = match (enable, self.sources.tracer) {
+                (false, _) => TracerChoice::Disabled,
+                (true, TracerChoice::Disabled) => TracerChoice::Global,
+                (true, choice) => choice,
+            };
             self
+        }
+
+        /// Makes no spans: the same as [`traces(false)`](Self::traces).
+        #[deprecated(since = "0.2.0", note = "use `traces(false)`")]
+        pub fn without_traces(self) -> Self {
+            self.traces(false)
         }
 
         /// Records metrics with this provider's meter instead of the global one.
@@ -52,10 +67,21 @@ macro_rules! define_common_builder_methods {
             self
         }
 
-        /// Records no metrics.
-        pub fn without_metrics(mut self) -> Self {
-            self.sources.meter = crate::telemetry::MeterChoice::Disabled;
+        /// Records metrics (on by default).
+        pub fn metrics(mut self, enable: bool) -> Self {
+            use crate::telemetry::MeterChoice;
+            self.sources.meter = match (enable, self.sources.meter) {
+                (false, _) => MeterChoice::Disabled,
+                (true, MeterChoice::Disabled) => MeterChoice::Global,
+                (true, choice) => choice,
+            };
             self
+        }
+
+        /// Records no metrics: the same as [`metrics(false)`](Self::metrics).
+        #[deprecated(since = "0.2.0", note = "use `metrics(false)`")]
+        pub fn without_metrics(self) -> Self {
+            self.metrics(false)
         }
 
         /// Reads and writes the trace context with this propagator. By default the
@@ -72,56 +98,88 @@ macro_rules! define_common_builder_methods {
         }
 
         /// Records these request headers as `http.request.header.<name>` (a string
-        /// array, one element per field). Capture no secrets.
+        /// array, one element per field). Names are case-insensitive. The values of
+        /// [sensitive headers](Self::sensitive_headers) are recorded as `REDACTED`.
+        ///
+        /// Without this option the list comes from the environment (see [Configuration
+        /// by environment](crate#configuration-by-environment)); an empty list captures
+        /// nothing, whatever the environment says.
+        ///
+        /// `build()` panics on a name that is not a valid header name.
         pub fn request_headers<I, N>(mut self, names: I) -> Self
         where
             I: IntoIterator<Item = N>,
             N: AsRef<str>,
         {
-            self.config.request_headers =
-                crate::attributes::capture_list(crate::semconv::HTTP_REQUEST_HEADER, names);
+            self.options.request_headers =
+                Some(names.into_iter().map(|n| n.as_ref().to_owned()).collect());
             self
         }
 
-        /// Records these response headers as `http.response.header.<name>`.
+        /// Records these response headers as `http.response.header.<name>`, as
+        /// [`request_headers`](Self::request_headers) does.
         pub fn response_headers<I, N>(mut self, names: I) -> Self
         where
             I: IntoIterator<Item = N>,
             N: AsRef<str>,
         {
-            self.config.response_headers =
-                crate::attributes::capture_list(crate::semconv::HTTP_RESPONSE_HEADER, names);
+            self.options.response_headers =
+                Some(names.into_iter().map(|n| n.as_ref().to_owned()).collect());
+            self
+        }
+
+        /// Replaces the headers whose captured values are recorded as `REDACTED`. The
+        /// default is `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS` if set,
+        /// else `authorization`, `proxy-authorization`, `cookie`, `set-cookie`,
+        /// `x-api-key`, `x-auth-token` and `x-csrf-token`. The list replaces the default:
+        /// include those to keep them.
+        ///
+        /// `build()` panics on a name that is not a valid header name.
+        pub fn sensitive_headers<I, N>(mut self, names: I) -> Self
+        where
+            I: IntoIterator<Item = N>,
+            N: AsRef<str>,
+        {
+            self.options.sensitive_headers =
+                Some(names.into_iter().map(|n| n.as_ref().to_owned()).collect());
             self
         }
 
         /// Replaces the methods recorded as themselves (others are `_OTHER`). The
         /// default is `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` if set, else the RFC 9110
         /// methods plus PATCH and QUERY. Case-sensitive.
+        ///
+        /// `build()` panics on an empty list or an entry that is not a method.
         pub fn known_methods<I, M>(mut self, methods: I) -> Self
         where
             I: IntoIterator<Item = M>,
             M: AsRef<str>,
         {
-            self.config.known_methods = crate::attributes::KnownMethods::custom(methods);
+            self.options.known_methods =
+                Some(methods.into_iter().map(|m| m.as_ref().to_owned()).collect());
             self
         }
 
         /// Replaces the query keys whose values are recorded as `REDACTED`. The default
         /// is every key the conventions have listed: `AWSAccessKeyId`, `Signature`,
         /// `sig`, `X-Goog-Signature`, `X-Amz-Signature`, `X-Amz-Credential`,
-        /// `X-Amz-Security-Token`.
+        /// `X-Amz-Security-Token`. An empty list redacts nothing.
+        ///
+        /// `build()` panics on an empty key.
         pub fn sensitive_query_keys<I, K>(mut self, keys: I) -> Self
         where
             I: IntoIterator<Item = K>,
             K: Into<std::borrow::Cow<'static, str>>,
         {
-            self.config.sensitive_query_keys = keys.into_iter().map(Into::into).collect();
+            self.options.sensitive_query_keys = Some(keys.into_iter().map(Into::into).collect());
             self
         }
 
-        /// Records the `active_requests` up-down counter (opt-in).
+        /// Records the `active_requests` up-down counter (off by default).
+        ///
+        /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.
         pub fn active_requests(mut self, enable: bool) -> Self {
-            self.config.active_requests = enable;
+            self.options.active_requests = enable;
             self
         }
     };

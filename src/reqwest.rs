@@ -153,7 +153,7 @@ impl OtelMiddleware {
     /// use tower_otel_http::client::OtelClientLayer;
     /// use tower_otel_http::reqwest::OtelMiddleware;
     ///
-    /// let layer = OtelClientLayer::builder().without_metrics().build();
+    /// let layer = OtelClientLayer::builder().metrics(false).build();
     /// let middleware = OtelMiddleware::from_layer(layer);
     /// # drop(middleware);
     /// ```

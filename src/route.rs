@@ -1,4 +1,4 @@
-//! The route tag: [`HttpRoute`], and a layer that tags one route's responses.
+//! The route tag: [`HttpRoute`], and [`HttpRouteLayer`], which tags a route's responses.
 
 use std::fmt;
 use std::future::Future;
@@ -18,9 +18,9 @@ use tower_service::Service;
 /// request arrives (an outer router that already matched sets it there), and otherwise in
 /// the **response** extensions when the inner service answers. That second place lets an
 /// `OtelLayer` that wraps a whole router still learn the route from a tag set deep inside
-/// it, by [`HttpRoute::layer`] or by hand.
+/// it, by [`HttpRouteLayer`] or by hand.
 ///
-/// Inside a router, tag the **response** (as [`HttpRoute::layer`] does): a tag inserted
+/// Inside a router, tag the **response** (as [`HttpRouteLayer`] does): a tag inserted
 /// into the request by a layer *inside* the `OtelLayer` comes after the layer looked.
 ///
 /// Never put a raw path here: the value becomes a metric attribute, and one series is
@@ -63,49 +63,22 @@ impl HttpRoute {
         }
     }
 
-    /// A layer that tags every response of the service it wraps with `route`, so that an
-    /// outer [`OtelLayer`](crate::OtelLayer) records it. Put it on one route's service,
-    /// inside the `OtelLayer`.
-    ///
-    /// ```
-    /// use tower::ServiceBuilder;
-    /// use tower_otel_http::HttpRoute;
-    /// # let handler = tower::service_fn(|_req: http::Request<String>| async {
-    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-    /// # });
-    /// let user = ServiceBuilder::new()
-    ///     .layer(HttpRoute::layer("/users/{id}"))
-    ///     .service(handler);
-    /// ```
+    /// A layer that tags every response with `route`: the same as
+    /// [`HttpRouteLayer::new`].
+    #[deprecated(since = "0.2.0", note = "use `HttpRouteLayer::new`")]
     pub fn layer(route: impl Into<HttpRoute>) -> HttpRouteLayer {
-        HttpRouteLayer {
-            source: Source::Fixed(route.into()),
-        }
+        HttpRouteLayer::new(route)
     }
 
-    /// A layer for axum's `Router::route_layer` that tags each response with the route
-    /// template axum matched (`MatchedPath`), for an [`OtelLayer`](crate::OtelLayer) that
-    /// wraps the whole router from outside (where `MatchedPath` is not yet known).
-    ///
-    /// ```
-    /// use axum::{routing::get, Router};
-    /// use tower_otel_http::{HttpRoute, OtelLayer};
-    ///
-    /// let app: Router = Router::new()
-    ///     .route("/users/{id}", get(|| async { "user" }))
-    ///     .route_layer(HttpRoute::matched_path_layer());
-    /// // Wrap the router from outside, e.g. to see requests no route matched too:
-    /// let app = tower::ServiceBuilder::new().layer(OtelLayer::new()).service(app);
-    /// ```
+    /// A layer that tags each response with the route axum matched: the same as
+    /// [`HttpRouteLayer::matched_path`].
     #[cfg(feature = "axum")]
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    #[deprecated(since = "0.2.0", note = "use `HttpRouteLayer::matched_path`")]
     pub fn matched_path_layer() -> HttpRouteLayer {
-        HttpRouteLayer {
-            source: Source::MatchedPath,
-        }
+        HttpRouteLayer::matched_path()
     }
 
-    /// The attribute value; no allocation.
     pub(crate) fn value(&self) -> StringValue {
         match &self.0 {
             Repr::Static(s) => StringValue::from(*s),
@@ -174,12 +147,55 @@ impl fmt::Display for HttpRoute {
     }
 }
 
-/// Tags responses with an [`HttpRoute`]; made by [`HttpRoute::layer`].
+/// Tags responses with an [`HttpRoute`], for an [`OtelLayer`](crate::OtelLayer) outside.
 ///
 /// See the [`HttpRoute`] docs.
 #[derive(Clone, Debug)]
 pub struct HttpRouteLayer {
     source: Source,
+}
+
+impl HttpRouteLayer {
+    /// A layer that tags every response of the service it wraps with `route`, so that an
+    /// outer [`OtelLayer`](crate::OtelLayer) records it. Put it on one route's service,
+    /// inside the `OtelLayer`.
+    ///
+    /// ```
+    /// use tower::ServiceBuilder;
+    /// use tower_otel_http::HttpRouteLayer;
+    /// # let handler = tower::service_fn(|_req: http::Request<String>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// let user = ServiceBuilder::new()
+    ///     .layer(HttpRouteLayer::new("/users/{id}"))
+    ///     .service(handler);
+    /// ```
+    pub fn new(route: impl Into<HttpRoute>) -> Self {
+        Self {
+            source: Source::Fixed(route.into()),
+        }
+    }
+
+    /// A layer for axum's `Router::route_layer` that tags each response with the route
+    /// template axum matched (`MatchedPath`), for an [`OtelLayer`](crate::OtelLayer) that
+    /// wraps the whole router from outside (where `MatchedPath` is not yet known).
+    /// [`OtelLayer::wrap_router`](crate::OtelLayer::wrap_router) adds it for you.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_otel_http::HttpRouteLayer;
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/users/{id}", get(|| async { "user" }))
+    ///     .route_layer(HttpRouteLayer::matched_path());
+    /// ```
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn matched_path() -> Self {
+        Self {
+            source: Source::MatchedPath,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -219,7 +235,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = RouteFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -235,7 +251,7 @@ where
                 .get::<axum::extract::MatchedPath>()
                 .map(|p| HttpRoute::new(p.as_str())),
         };
-        RouteFuture {
+        ResponseFuture {
             inner: self.inner.call(req),
             route,
         }
@@ -244,22 +260,22 @@ where
 
 pin_project! {
     /// The response future of [`HttpRouteService`].
-    pub struct RouteFuture<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         route: Option<HttpRoute>,
     }
 }
 
-impl<F> fmt::Debug for RouteFuture<F> {
+impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouteFuture")
+        f.debug_struct("ResponseFuture")
             .field("route", &self.route)
             .finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for RouteFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
 {

@@ -213,6 +213,14 @@ pub(crate) struct Resolved {
 }
 
 impl Sources {
+    pub(crate) fn traces_disabled(&self) -> bool {
+        matches!(self.tracer, TracerChoice::Disabled)
+    }
+
+    pub(crate) fn metrics_disabled(&self) -> bool {
+        matches!(self.meter, MeterChoice::Disabled)
+    }
+
     pub(crate) fn resolve(self) -> Resolved {
         let tracer = self.tracer.resolve();
         let propagation = Propagation::resolve(self.propagator, tracer.is_some());

@@ -12,7 +12,7 @@ use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::Value;
 use support::*;
 use tower::ServiceBuilder;
-use tower_otel_http::{HttpRoute, OtelLayer};
+use tower_otel_http::{HttpRouteLayer, OtelLayer};
 
 const DURATION: &str = "http.server.request.duration";
 
@@ -109,7 +109,7 @@ async fn router_layer_fallback_404_has_no_route() {
 async fn outer_layer_learns_the_route_from_route_layer() {
     let sampler = RecordingSampler::default();
     let t = Telemetry::with_tracer(|b| b.with_sampler(sampler.clone()));
-    let router = users().route_layer(HttpRoute::matched_path_layer());
+    let router = users().route_layer(HttpRouteLayer::matched_path());
     let svc = ServiceBuilder::new()
         .layer(t.server().build())
         .service(router);
@@ -182,7 +182,7 @@ async fn nested_router_with_outer_layer_records_the_full_template() {
     let t = Telemetry::new();
     let router = Router::new()
         .nest("/api", users())
-        .route_layer(HttpRoute::matched_path_layer());
+        .route_layer(HttpRouteLayer::matched_path());
     let svc = ServiceBuilder::new()
         .layer(t.server().build())
         .service(router);

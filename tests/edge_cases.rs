@@ -21,7 +21,7 @@ use opentelemetry_sdk::propagation::BaggagePropagator;
 use support::*;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_otel_http::propagation::TraceContextPropagator;
-use tower_otel_http::{HttpRoute, OtelClientLayer, OtelLayer};
+use tower_otel_http::{HttpRoute, HttpRouteLayer, OtelClientLayer, OtelLayer};
 
 fn ok() -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from_static(b"ok")))
@@ -129,8 +129,8 @@ fn with_no_span_to_inject_the_callers_headers_are_left_alone() {
     let svc = ServiceBuilder::new()
         .layer(
             OtelClientLayer::builder()
-                .without_traces()
-                .without_metrics()
+                .traces(false)
+                .metrics(false)
                 .propagator(TraceContextPropagator::new())
                 .build(),
         )
@@ -197,7 +197,7 @@ fn an_empty_route_is_no_route() {
     let t = Telemetry::new();
     let svc = ServiceBuilder::new()
         .layer(t.server().build())
-        .layer(HttpRoute::layer(""))
+        .layer(HttpRouteLayer::new(""))
         .service_fn(|_| async { Ok::<_, Infallible>(ok()) });
     let mut r = req("/x");
     r.extensions_mut().insert(HttpRoute::from_static(""));
@@ -301,7 +301,7 @@ fn a_panicking_span_name_callback_still_ends_the_request() {
                 })
                 .build(),
         )
-        .layer(HttpRoute::layer("/users/{id}"))
+        .layer(HttpRouteLayer::new("/users/{id}"))
         .service_fn(|_| async { Ok::<_, Infallible>(ok()) });
     let fut = svc.oneshot(req("/users/1"));
     let caught = std::panic::catch_unwind(AssertUnwindSafe(|| fut.now_or_never()));

@@ -23,7 +23,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_otel_http::server::{Otel, ResponseFuture};
-use tower_otel_http::{HttpRoute, OtelLayer, ResponseBody};
+use tower_otel_http::{HttpRoute, HttpRouteLayer, OtelLayer, ResponseBody};
 
 const DURATION: &str = "http.server.request.duration";
 const REQUEST_SIZE: &str = "http.server.request.body.size";
@@ -1424,12 +1424,7 @@ fn send_sync_clone() {
     {
     }
     let svc: Otel<Handler> = ServiceBuilder::new()
-        .layer(
-            OtelLayer::builder()
-                .without_traces()
-                .without_metrics()
-                .build(),
-        )
+        .layer(OtelLayer::builder().traces(false).metrics(false).build())
         .service(tower::service_fn(
             (|_req| std::future::ready(Ok(Response::new(Full::new(Bytes::new()))))) as fn(_) -> _,
         ));
@@ -1445,7 +1440,7 @@ async fn route_from_the_response_is_bound_late() {
     let t = Telemetry::with_tracer(|b| b.with_sampler(sampler.clone()));
     let svc = ServiceBuilder::new()
         .layer(t.server().build())
-        .layer(HttpRoute::layer("/items/{id}"))
+        .layer(HttpRouteLayer::new("/items/{id}"))
         .service_fn(|_req: Request<hyper::body::Incoming>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"item"))))
         });

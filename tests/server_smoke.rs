@@ -9,14 +9,14 @@ use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::Value;
 use support::*;
 use tower::ServiceBuilder;
-use tower_otel_http::HttpRoute;
+use tower_otel_http::HttpRouteLayer;
 
 #[tokio::test]
 async fn smoke() {
     let t = Telemetry::new();
     let svc = ServiceBuilder::new()
         .layer(t.server().build())
-        .layer(HttpRoute::layer("/users/{id}"))
+        .layer(HttpRouteLayer::new("/users/{id}"))
         .service(tower::service_fn(
             |req: Request<hyper::body::Incoming>| async move {
                 let status = if req.uri().path().ends_with("500") {

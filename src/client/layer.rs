@@ -1,12 +1,11 @@
-use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
 use super::OtelClient;
-use crate::attributes::{CapturedHeader, KnownMethods};
-use crate::semconv;
+use crate::config::{Common, Options};
 use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP client CLIENT spans, context propagation and request
@@ -59,75 +58,76 @@ impl<S> Layer<S> for OtelClientLayer {
     }
 }
 
-/// Builds an [`OtelClientLayer`]; made by [`OtelClientLayer::builder`].
+/// Builds an [`OtelClientLayer`] (made by [`OtelClientLayer::builder`]), or, with the
+/// same options, the reqwest middleware (`OtelMiddleware::builder()`, with the `reqwest`
+/// feature): `Output` is what [`build`](Self::build) returns.
 ///
-/// See the [module docs](crate::client).
-pub struct OtelClientLayerBuilder {
+/// An option that cannot work makes [`build`](Self::build) panic, naming it. See the
+/// [module docs](crate::client).
+pub struct OtelClientLayerBuilder<Output = OtelClientLayer> {
     sources: Sources,
-    config: ClientConfig,
+    options: Options,
+    output: PhantomData<fn() -> Output>,
 }
 
-impl Default for OtelClientLayerBuilder {
+impl<Output> Default for OtelClientLayerBuilder<Output> {
     fn default() -> Self {
         Self {
             sources: Sources::default(),
-            config: ClientConfig {
-                request_headers: Arc::new([]),
-                response_headers: Arc::new([]),
-                known_methods: KnownMethods::from_env(),
-                sensitive_query_keys: semconv::SENSITIVE_QUERY_KEYS
-                    .iter()
-                    .map(|k| Cow::Borrowed(*k))
-                    .collect(),
-                active_requests: false,
-                body_size_metrics: false,
-            },
+            options: Options::default(),
+            output: PhantomData,
         }
     }
 }
 
-impl OtelClientLayerBuilder {
+impl<Output> OtelClientLayerBuilder<Output> {
     crate::macros::define_common_builder_methods!();
 
     /// Records `http.client.request.body.size` and `http.client.response.body.size`
-    /// (opt-in).
+    /// (off by default).
+    ///
+    /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.
     pub fn body_size_metrics(mut self, enable: bool) -> Self {
-        self.config.body_size_metrics = enable;
+        self.options.body_size_metrics = Some(enable);
         self
     }
+}
 
-    /// Builds the layer.
-    pub fn build(self) -> OtelClientLayer {
-        let (body_sizes, active) = (self.config.body_size_metrics, self.config.active_requests);
-        OtelClientLayer {
+impl<Output: From<OtelClientLayer>> OtelClientLayerBuilder<Output> {
+    /// Builds the layer (or the middleware): checks the options and completes them from
+    /// the environment, resolves the tracer, meter and propagator, and creates the
+    /// instruments.
+    ///
+    /// # Panics
+    ///
+    /// On an option that cannot work, with a message naming it: an invalid header name,
+    /// an empty list of known methods or an invalid method, an empty query key, or a
+    /// metrics option (`active_requests`, `body_size_metrics`) with `metrics(false)`.
+    /// Values read from the environment never panic: a malformed one is reported once on
+    /// standard error and ignored.
+    pub fn build(self) -> Output {
+        let metrics = !self.sources.metrics_disabled();
+        let common = self.options.resolve(Side::Client, metrics, false);
+        let (body_sizes, active) = (common.body_size_metrics, common.active_requests);
+        Output::from(OtelClientLayer {
             shared: Arc::new(ClientShared::new(
                 self.sources,
                 Side::Client,
                 body_sizes,
                 active,
-                self.config,
+                common,
             )),
-        }
+        })
     }
 }
 
-impl fmt::Debug for OtelClientLayerBuilder {
+impl<Output> fmt::Debug for OtelClientLayerBuilder<Output> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtelClientLayerBuilder")
-            .field("config", &self.config)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
 /// What the client's services share.
-pub(crate) type ClientShared = telemetry::Shared<ClientConfig>;
-
-#[derive(Debug)]
-pub(crate) struct ClientConfig {
-    pub(crate) request_headers: Arc<[CapturedHeader]>,
-    pub(crate) response_headers: Arc<[CapturedHeader]>,
-    pub(crate) known_methods: KnownMethods,
-    pub(crate) sensitive_query_keys: Box<[Cow<'static, str>]>,
-    pub(crate) active_requests: bool,
-    pub(crate) body_size_metrics: bool,
-}
+pub(crate) type ClientShared = telemetry::Shared<Common>;

@@ -1,4 +1,3 @@
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -7,8 +6,8 @@ use opentelemetry::StringValue;
 use tower_layer::Layer;
 
 use super::Otel;
-use crate::attributes::{self, CapturedHeader, KnownMethods};
-use crate::semconv;
+use crate::attributes;
+use crate::config::{self, Common, ExcludedPath, Options};
 use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP server SERVER spans and request metrics, following the
@@ -37,6 +36,56 @@ impl OtelLayer {
     }
 }
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl OtelLayer {
+    /// Wraps a whole axum `Router` from outside, and returns a `Router` to serve as usual
+    /// (`axum::serve`, `into_make_service_with_connect_info`).
+    ///
+    /// Use it instead of `Router::layer` when the layer must see every request before
+    /// routing, including those no route matches and those an outer middleware of the
+    /// router rewrites. It tags each matched route's response with its template
+    /// ([`HttpRouteLayer::matched_path`](crate::HttpRouteLayer::matched_path)), so the
+    /// span and metrics get `http.route` as under `Router::layer`; a request that no route
+    /// matched gets none.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::{routing::get, Router};
+    /// use tower_otel_http::OtelLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let router = Router::new().route("/users/{id}", get(|| async { "a user" }));
+    /// let app = OtelLayer::new().wrap_router(router);
+    ///
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let server = tokio::spawn(async move {
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    /// # });
+    /// # let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # stream.write_all(b"GET /users/7 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await?;
+    /// # let mut response = String::new();
+    /// # stream.read_to_string(&mut response).await?;
+    /// # assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    /// # assert!(response.ends_with("a user"), "{response}");
+    /// # server.abort();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wrap_router(&self, router: axum::Router) -> axum::Router {
+        // `route_layer` refuses a router without routes.
+        let router = if router.has_routes() {
+            router.route_layer(crate::HttpRouteLayer::matched_path())
+        } else {
+            router
+        };
+        axum::Router::new().fallback_service(self.layer(router))
+    }
+}
+
 impl Default for OtelLayer {
     fn default() -> Self {
         Self::new()
@@ -55,6 +104,8 @@ impl<S> Layer<S> for OtelLayer {
     type Service = Otel<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        #[cfg(not(feature = "axum"))]
+        crate::config::axum_without_feature::<S>();
         Otel {
             inner,
             shared: self.shared.clone(),
@@ -68,54 +119,64 @@ type SpanNamer = Arc<dyn Fn(&str, Option<&str>) -> String + Send + Sync>;
 /// Builds an [`OtelLayer`]; made by [`OtelLayer::builder`].
 ///
 /// Every option has a default that follows the conventions; see the [module
-/// docs](crate::server) for examples.
+/// docs](crate::server) for examples. An option that cannot work makes
+/// [`build`](Self::build) panic, naming it.
+#[derive(Default)]
 pub struct OtelLayerBuilder {
     sources: Sources,
-    config: Config,
-}
-
-impl Default for OtelLayerBuilder {
-    fn default() -> Self {
-        Self {
-            sources: Sources::default(),
-            config: Config {
-                filter: None,
-                span_name: None,
-                public_endpoint: None,
-                request_headers: Arc::new([]),
-                response_headers: Arc::new([]),
-                known_methods: KnownMethods::from_env(),
-                sensitive_query_keys: semconv::SENSITIVE_QUERY_KEYS
-                    .iter()
-                    .map(|k| Cow::Borrowed(*k))
-                    .collect(),
-                trust_forwarded: false,
-                scheme: None,
-                server_address_on_metrics: false,
-                active_requests: false,
-                body_size_metrics: true,
-            },
-        }
-    }
+    options: Options,
+    filter: Option<RequestPredicate>,
+    span_name: Option<SpanNamer>,
+    public_endpoint: Option<RequestPredicate>,
+    excluded_paths: Option<Vec<String>>,
+    trust_forwarded: bool,
+    scheme: Option<String>,
+    server_address_on_metrics: bool,
 }
 
 impl OtelLayerBuilder {
     crate::macros::define_common_builder_methods!();
 
     /// Records only the requests for which `filter` returns `true`; the others pass
-    /// through with no span and no metrics (e.g. health checks).
+    /// through with no span and no metrics (e.g. health checks). It is given the
+    /// request's [`Parts`] (`parts.uri`, `parts.method`, `parts.headers`,
+    /// `parts.extensions`), before the inner service sees the request.
     ///
     /// ```
     /// # use tower_otel_http::OtelLayer;
     /// let layer = OtelLayer::builder()
-    ///     .filter(|req| req.uri.path() != "/health")
+    ///     .filter(|parts: &http::request::Parts| parts.uri.path() != "/health")
     ///     .build();
     /// ```
     pub fn filter<F>(mut self, filter: F) -> Self
     where
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
-        self.config.filter = Some(Arc::new(filter));
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Records no request whose path is one of these: an exact path (`/health`), or every
+    /// path under a prefix written with a trailing `*` (`/internal/*`). Cheaper than a
+    /// [`filter`](Self::filter) for the usual case, and applied before it.
+    ///
+    /// Without this option the list comes from
+    /// `OTEL_INSTRUMENTATION_HTTP_SERVER_EXCLUDED_PATHS` (see [Configuration by
+    /// environment](crate#configuration-by-environment)); an empty list excludes nothing,
+    /// whatever the environment says.
+    ///
+    /// `build()` panics on a pattern that does not start with `/`.
+    pub fn excluded_paths<I, P>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        self.excluded_paths = Some(
+            patterns
+                .into_iter()
+                .map(|p| p.as_ref().to_owned())
+                .collect(),
+        );
         self
     }
 
@@ -123,11 +184,13 @@ impl OtelLayerBuilder {
     /// `http.request.method`, or `HTTP` for an unknown method; `route` is the
     /// [`HttpRoute`](crate::HttpRoute) if known. It is called again if the route is only
     /// learned from the response. Do not put the raw path in the name.
+    ///
+    /// `build()` panics if [`traces`](Self::traces) is off.
     pub fn span_name<F>(mut self, namer: F) -> Self
     where
         F: Fn(&str, Option<&str>) -> String + Send + Sync + 'static,
     {
-        self.config.span_name = Some(Arc::new(namer));
+        self.span_name = Some(Arc::new(namer));
         self
     }
 
@@ -135,18 +198,17 @@ impl OtelLayerBuilder {
     /// the incoming context instead of being its child, so callers cannot join or sample
     /// your traces.
     pub fn public_endpoint(mut self, public: bool) -> Self {
-        self.config.public_endpoint =
-            public.then(|| Arc::new(|_: &Parts| true) as RequestPredicate);
+        self.public_endpoint = public.then(|| Arc::new(|_: &Parts| true) as RequestPredicate);
         self
     }
 
     /// As [`public_endpoint`](Self::public_endpoint), for the requests where `predicate`
-    /// returns `true`.
+    /// returns `true` (given the request's [`Parts`], as [`filter`](Self::filter) is).
     pub fn public_endpoint_fn<F>(mut self, predicate: F) -> Self
     where
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
-        self.config.public_endpoint = Some(Arc::new(predicate));
+        self.public_endpoint = Some(Arc::new(predicate));
         self
     }
 
@@ -154,7 +216,7 @@ impl OtelLayerBuilder {
     /// `url.scheme` and `server.address`. Off by default: anyone can send these headers;
     /// turn it on only behind a proxy that sets them.
     pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
-        self.config.trust_forwarded = trust;
+        self.trust_forwarded = trust;
         self
     }
 
@@ -162,36 +224,80 @@ impl OtelLayerBuilder {
     /// It takes precedence over the scheme a client puts in the request (an absolute-form
     /// target, HTTP/2 `:scheme`), and gives way only to a trusted forwarded proto. Without
     /// it: `http` or `https` from the request, else `http`.
+    ///
+    /// `build()` panics on an empty scheme.
     pub fn scheme(mut self, scheme: impl AsRef<str>) -> Self {
-        self.config.scheme = attributes::scheme_value(scheme.as_ref());
+        self.scheme = Some(scheme.as_ref().to_owned());
         self
     }
 
-    /// Adds `server.address` and `server.port` to the metric attributes (opt-in: they come
-    /// from the `Host` header, which a client chooses, so one series per value).
+    /// Adds `server.address` and `server.port` to the metric attributes (off by default:
+    /// they come from the `Host` header, which a client chooses, so one series per
+    /// value).
+    ///
+    /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.
     pub fn server_address_on_metrics(mut self, enable: bool) -> Self {
-        self.config.server_address_on_metrics = enable;
+        self.server_address_on_metrics = enable;
         self
     }
 
     /// Records `http.server.request.body.size` and `http.server.response.body.size`
     /// (on by default).
+    ///
+    /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.
     pub fn body_size_metrics(mut self, enable: bool) -> Self {
-        self.config.body_size_metrics = enable;
+        self.options.body_size_metrics = Some(enable);
         self
     }
 
-    /// Builds the layer: resolves the tracer, meter and propagator, and creates the
-    /// instruments.
+    /// Builds the layer: checks the options and completes them from the environment,
+    /// resolves the tracer, meter and propagator, and creates the instruments.
+    ///
+    /// # Panics
+    ///
+    /// On an option that cannot work, with a message naming it: an invalid header name,
+    /// an empty list of known methods or an invalid method, an excluded path that does
+    /// not start with `/`, an empty scheme or query key, a metrics option
+    /// (`active_requests`, `body_size_metrics`, `server_address_on_metrics`) with
+    /// `metrics(false)`, or `span_name` with `traces(false)`. Values read from the
+    /// environment never panic: a malformed one is reported once on standard error and
+    /// ignored.
     pub fn build(self) -> OtelLayer {
-        let (body_sizes, active) = (self.config.body_size_metrics, self.config.active_requests);
+        let metrics = !self.sources.metrics_disabled();
+        if !metrics && self.server_address_on_metrics {
+            config::misconfigured(
+                "server_address_on_metrics",
+                "is on, but the layer records no metrics",
+            );
+        }
+        if self.sources.traces_disabled() && self.span_name.is_some() {
+            config::misconfigured("span_name", "is set, but the layer makes no spans");
+        }
+        let scheme = self.scheme.map(|scheme| {
+            attributes::scheme_value(&scheme)
+                .unwrap_or_else(|| config::misconfigured("scheme", "is empty"))
+        });
+        let config = Config {
+            common: self.options.resolve(Side::Server, metrics, true),
+            filter: self.filter,
+            span_name: self.span_name,
+            public_endpoint: self.public_endpoint,
+            excluded_paths: config::excluded_paths(self.excluded_paths),
+            trust_forwarded: self.trust_forwarded,
+            scheme,
+            server_address_on_metrics: self.server_address_on_metrics,
+        };
+        let (body_sizes, active) = (
+            config.common.body_size_metrics,
+            config.common.active_requests,
+        );
         OtelLayer {
             shared: Arc::new(Shared::new(
                 self.sources,
                 Side::Server,
                 body_sizes,
                 active,
-                self.config,
+                config,
             )),
         }
     }
@@ -200,7 +306,14 @@ impl OtelLayerBuilder {
 impl fmt::Debug for OtelLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtelLayerBuilder")
-            .field("config", &self.config)
+            .field("options", &self.options)
+            .field("filter", &self.filter.is_some())
+            .field("span_name", &self.span_name.is_some())
+            .field("public_endpoint", &self.public_endpoint.is_some())
+            .field("excluded_paths", &self.excluded_paths)
+            .field("trust_forwarded", &self.trust_forwarded)
+            .field("scheme", &self.scheme)
+            .field("server_address_on_metrics", &self.server_address_on_metrics)
             .finish_non_exhaustive()
     }
 }
@@ -209,35 +322,27 @@ impl fmt::Debug for OtelLayerBuilder {
 pub(crate) type Shared = telemetry::Shared<Config>;
 
 pub(crate) struct Config {
+    pub(crate) common: Common,
     pub(crate) filter: Option<RequestPredicate>,
     pub(crate) span_name: Option<SpanNamer>,
     pub(crate) public_endpoint: Option<RequestPredicate>,
-    pub(crate) request_headers: Arc<[CapturedHeader]>,
-    pub(crate) response_headers: Arc<[CapturedHeader]>,
-    pub(crate) known_methods: KnownMethods,
-    pub(crate) sensitive_query_keys: Box<[Cow<'static, str>]>,
+    pub(crate) excluded_paths: Option<Arc<[ExcludedPath]>>,
     pub(crate) trust_forwarded: bool,
     pub(crate) scheme: Option<StringValue>,
     pub(crate) server_address_on_metrics: bool,
-    pub(crate) active_requests: bool,
-    pub(crate) body_size_metrics: bool,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
+            .field("common", &self.common)
             .field("filter", &self.filter.is_some())
             .field("span_name", &self.span_name.is_some())
             .field("public_endpoint", &self.public_endpoint.is_some())
-            .field("request_headers", &self.request_headers)
-            .field("response_headers", &self.response_headers)
-            .field("known_methods", &self.known_methods)
-            .field("sensitive_query_keys", &self.sensitive_query_keys)
+            .field("excluded_paths", &self.excluded_paths)
             .field("trust_forwarded", &self.trust_forwarded)
             .field("scheme", &self.scheme)
             .field("server_address_on_metrics", &self.server_address_on_metrics)
-            .field("active_requests", &self.active_requests)
-            .field("body_size_metrics", &self.body_size_metrics)
             .finish()
     }
 }

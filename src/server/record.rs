@@ -63,7 +63,7 @@ impl ServerRecord {
         let config = &shared.config;
         let headers = req.headers();
         let uri = req.uri();
-        let method = config.known_methods.label(req.method());
+        let method = config.common.known_methods.label(req.method());
         let forwarded = if config.trust_forwarded {
             attributes::forwarded(headers)
         } else {
@@ -114,7 +114,8 @@ impl ServerRecord {
                         ));
                     }
                     if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
-                        let query = attributes::redact_query(query, &config.sensitive_query_keys);
+                        let query =
+                            attributes::redact_query(query, &config.common.sensitive_query_keys);
                         attrs.push(KeyValue::new(
                             URL_QUERY,
                             Value::String(attributes::owned(&query)),
@@ -161,7 +162,7 @@ impl ServerRecord {
                     }
                     attrs.extend(attributes::captured_headers(
                         headers,
-                        &config.request_headers,
+                        &config.common.request_headers,
                     ));
                     attrs
                 };
@@ -260,10 +261,10 @@ impl ServerRecord {
             span.set_attribute(KeyValue::new(HTTP_ROUTE, Value::String(route.value())));
             span.update_name(span_name(&self.shared, &self.method, Some(route)));
         }
-        if !self.shared.config.response_headers.is_empty() {
+        if !self.shared.config.common.response_headers.is_empty() {
             span.set_attributes(attributes::captured_headers(
                 res.headers(),
-                &self.shared.config.response_headers,
+                &self.shared.config.common.response_headers,
             ));
         }
     }

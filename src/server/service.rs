@@ -59,6 +59,15 @@ where
             return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let config = &shared.config;
+        if let Some(excluded) = &config.excluded_paths {
+            let path = req.uri().path();
+            if excluded.iter().any(|p| p.matches(path)) {
+                return ResponseFuture::new(
+                    self.inner.call(req),
+                    FutureGuard::entering(None).left(),
+                );
+            }
+        }
         let mut public = false;
         let req = if config.filter.is_some() || config.public_endpoint.is_some() {
             let (parts, body) = req.into_parts();
