@@ -393,6 +393,7 @@ pub(crate) fn error_type_name<E>() -> &'static str {
         "hyper_util::client::legacy::client::Error" => "hyper_util::client::legacy::Error",
         "std::io::error::Error" => "std::io::Error",
         "axum_core::error::Error" => "axum::Error",
+        "reqwest::error::Error" => "reqwest::Error",
         "alloc::boxed::Box<dyn core::error::Error + core::marker::Send + core::marker::Sync>" => {
             "Box<dyn Error + Send + Sync>"
         }

@@ -272,8 +272,7 @@ fn parse_list<T>(
 /// layer wraps a service (once per route under `Router::layer`), never per request.
 #[cfg(not(feature = "axum"))]
 pub(crate) fn axum_without_feature<S>() {
-    let name = std::any::type_name::<S>();
-    if name.starts_with("axum::") {
+    if is_axum::<S>() {
         report_once(
             "axum-feature",
             "OtelLayer wraps an axum service, but the `axum` feature of tower-otel-http is \
@@ -282,6 +281,11 @@ pub(crate) fn axum_without_feature<S>() {
              tower-otel-http = { version = \"0.1\", features = [\"axum\"] }",
         );
     }
+}
+
+#[cfg(not(feature = "axum"))]
+fn is_axum<S>() -> bool {
+    std::any::type_name::<S>().starts_with("axum::")
 }
 
 /// Writes `message` to standard error the first time `key` is reported in this process;
@@ -306,6 +310,17 @@ mod tests {
         assert!(report_once("test-key-a", "first"));
         assert!(!report_once("test-key-a", "again"));
         assert!(report_once("test-key-b", "another key"));
+    }
+
+    #[cfg(not(feature = "axum"))]
+    #[test]
+    fn an_axum_service_without_the_axum_feature_is_reported_once() {
+        // What `Router::layer` hands a layer, and a whole router wrapped from outside.
+        assert!(is_axum::<axum::routing::Route>());
+        assert!(is_axum::<axum::Router>());
+        assert!(!is_axum::<tower::util::BoxCloneService<(), (), ()>>());
+        axum_without_feature::<axum::routing::Route>();
+        assert!(!report_once("axum-feature", ""), "it was not reported");
     }
 
     #[test]

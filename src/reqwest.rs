@@ -14,19 +14,25 @@
 //! [`reqwest::Response::url`] after redirects) and boxes the body again.
 //!
 //! [`OtelMiddleware`] plugs into reqwest's own middleware chain instead, sees reqwest's
-//! types directly, and records exactly what [`OtelClientLayer`] records. **It is the
-//! recommended way to instrument reqwest.** It shares the layer's options: build an
-//! [`OtelClientLayer`] with [`OtelClientLayer::builder`] and turn it into a middleware with
-//! [`OtelMiddleware::from_layer`].
+//! types directly, and records exactly what [`OtelClientLayer`] records, ending at the
+//! same moment. **It is the recommended way to instrument reqwest.** It takes the same
+//! options, with the same names and defaults: [`OtelMiddleware::builder`].
 //!
 //! # Example
+//!
+//! In `Cargo.toml` (`reqwest-middleware` is re-exported as
+//! [`tower_otel_http::reqwest::reqwest_middleware`](reqwest_middleware), at the major
+//! version this crate is built against):
+//!
+//! ```toml
+//! tower-otel-http = { version = "0.1", features = ["reqwest"] }
+//! ```
 //!
 //! With the global tracer provider, meter provider and propagator (install them before
 //! building the middleware):
 //!
 //! ```
-//! use reqwest_middleware::ClientBuilder;
-//! use tower_otel_http::reqwest::OtelMiddleware;
+//! use tower_otel_http::reqwest::{reqwest_middleware::ClientBuilder, OtelMiddleware};
 //!
 //! let client = ClientBuilder::new(reqwest::Client::new())
 //!     .with(OtelMiddleware::new())
@@ -40,20 +46,19 @@
 //! ```
 //! use opentelemetry_sdk::metrics::SdkMeterProvider;
 //! use opentelemetry_sdk::trace::SdkTracerProvider;
-//! use reqwest_middleware::ClientBuilder;
-//! use tower_otel_http::client::{OtelClientLayer, UrlTemplate};
-//! use tower_otel_http::reqwest::OtelMiddleware;
+//! use tower_otel_http::reqwest::{reqwest_middleware, OtelMiddleware};
+//! use tower_otel_http::UrlTemplate;
 //!
 //! # async fn run() -> Result<(), reqwest_middleware::Error> {
 //! let tracer_provider = SdkTracerProvider::builder().build();
 //! let meter_provider = SdkMeterProvider::builder().build();
-//! let layer = OtelClientLayer::builder()
+//! let middleware = OtelMiddleware::builder()
 //!     .tracer_provider(&tracer_provider)
 //!     .meter_provider(&meter_provider)
 //!     .active_requests(true)
 //!     .build();
-//! let client = ClientBuilder::new(reqwest::Client::new())
-//!     .with(OtelMiddleware::from_layer(layer))
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(middleware)
 //!     .build();
 //!
 //! let response = client
@@ -61,7 +66,8 @@
 //!     .with_extension(UrlTemplate::from_static("/users/{id}"))
 //!     .send()
 //!     .await?;
-//! # drop(response);
+//! let body = response.text().await?; // the span ends here, at the body's end
+//! # drop(body);
 //! # Ok(())
 //! # }
 //! ```
@@ -75,10 +81,8 @@
 //! [`ResendCount`](crate::client::ResendCount) extensions are read from reqwest-middleware's
 //! extensions (`RequestBuilder::with_extension`). `url.full` is the request's URL with
 //! credentials replaced by `REDACTED:REDACTED` and sensitive query values by `REDACTED`.
-//!
-//! `http.client.request.body.size` is recorded when the request has a body of known
-//! length (no body, no point). `http.client.response.body.size` is **not** recorded by this
-//! middleware, since the span ends before the body is read (below).
+//! With `body_size_metrics(true)`, `http.client.request.body.size` (a body of known
+//! length) and `http.client.response.body.size` (the bytes read) are recorded.
 //!
 //! `error.type` is the status code as a string for 4xx and 5xx responses, or one of these
 //! when no response arrived:
@@ -87,25 +91,23 @@
 //! |---|---|
 //! | `timeout` | a [`reqwest::Error`] for which [`is_timeout`](reqwest::Error::is_timeout) is true |
 //! | `connect` | a [`reqwest::Error`] for which [`is_connect`](reqwest::Error::is_connect) is true (and not a timeout) |
-//! | `reqwest::Error` | any other [`reqwest::Error`] |
+//! | `reqwest::Error` | any other [`reqwest::Error`], and a failure while the response body is read |
 //! | `reqwest_middleware::Error` | an error from a middleware placed after this one ([`reqwest_middleware::Error::Middleware`]) |
 //!
 //! # When the span ends and the metrics are recorded
 //!
-//! Exactly once, at the first of:
+//! As for [`OtelClientLayer`], exactly once, at the first of:
 //!
-//! - the response headers arrived (the [`reqwest::Response`] is handed back to the caller);
+//! - the response body's end (read to its end, or empty), or the body dropped (the
+//!   caller stopped reading, or never read it: not an error);
+//! - a failure while the body is read (`error.type = reqwest::Error`);
 //! - the request failed (at once, with `error.type` and status `Error`);
 //! - the future was dropped before a response: the caller cancelled, so the span ends
 //!   **without** an error.
 //!
-//! The semantic conventions let a client span end "after the response headers have been
-//! read", which is what this middleware does. Unlike [`OtelClientLayer`], it does not
-//! follow the response body: a `reqwest::Response`'s body can only be replaced by going
-//! through `http::Response` and back, which boxes the body once more and replaces the
-//! response's URL ([`reqwest::Response::url`]) with a placeholder. So the span and
-//! `http.client.request.duration` cover sending the request and receiving the headers,
-//! and a failure while reading the body is not recorded.
+//! To follow the body, the response goes through `http::Response` and back (reqwest's
+//! only way to replace a body), which boxes the body once more; the final URL
+//! ([`reqwest::Response::url`]) and the extensions are kept.
 //!
 //! # Where to put it in the chain
 //!
@@ -122,9 +124,19 @@ use http::{Extensions, Uri};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
+use crate::body::Record;
 use crate::client::future::FutureGuard;
 use crate::client::record::{ClientRecord, RequestParts};
-use crate::client::OtelClientLayer;
+use crate::client::{OtelClientLayer, OtelClientLayerBuilder};
+use crate::ResponseBody;
+
+/// The `reqwest-middleware` this module is built against, so that its `ClientBuilder` is
+/// at hand without a second dependency to keep at the same major version.
+pub use reqwest_middleware;
+
+/// Builds an [`OtelMiddleware`] with the options of [`OtelClientLayerBuilder`]; made by
+/// [`OtelMiddleware::builder`].
+pub type OtelMiddlewareBuilder = OtelClientLayerBuilder<OtelMiddleware>;
 
 /// A [`reqwest_middleware::Middleware`] that gives every request a CLIENT span, context
 /// propagation and request metrics, following the OpenTelemetry HTTP semantic
@@ -145,6 +157,22 @@ impl OtelMiddleware {
     /// A middleware with the global providers and propagator and the default options.
     pub fn new() -> Self {
         Self::from_layer(OtelClientLayer::new())
+    }
+
+    /// A builder for a middleware with explicit providers or options: the same options,
+    /// with the same names and defaults, as [`OtelClientLayer::builder`].
+    ///
+    /// ```
+    /// use tower_otel_http::reqwest::OtelMiddleware;
+    ///
+    /// let middleware = OtelMiddleware::builder()
+    ///     .metrics(false)
+    ///     .request_headers(["x-request-id"])
+    ///     .build();
+    /// # drop(middleware);
+    /// ```
+    pub fn builder() -> OtelMiddlewareBuilder {
+        OtelMiddlewareBuilder::default()
     }
 
     /// A middleware with the providers, propagator and options of `layer`.
@@ -215,18 +243,52 @@ impl Middleware for OtelMiddleware {
         let mut guard = FutureGuard::entering(Some(Box::new(record))).left();
         Box::pin(async move {
             let result = next.run(req, extensions).await;
-            if let Some(mut record) = guard.take() {
-                match &result {
-                    Ok(res) => {
-                        record.on_response_parts(res.status(), res.version(), res.headers());
-                        record.finish(None, None);
-                    }
-                    Err(err) => record.finish(Some(error_type(err)), None),
+            let Some(mut record) = guard.take() else {
+                return result;
+            };
+            match result {
+                Ok(res) => {
+                    record.on_response_parts(res.status(), res.version(), res.headers());
+                    Ok(follow_body(res, record))
+                }
+                Err(err) => {
+                    (*record).finish(Some(error_type(&err)), None);
+                    Err(err)
                 }
             }
-            result
         })
     }
+}
+
+/// Hands the record to the response's body, as [`OtelClientLayer`] does: the span ends
+/// and the metrics are recorded when the body has been read, fails or is dropped.
+///
+/// A `reqwest::Response`'s body can only be replaced through `http::Response`, whose
+/// conversion back would lose the final URL ([`Response::url`]); reqwest reads it back
+/// from an extension that its `ResponseBuilderExt` sets, so it is carried across.
+/// Extensions (the connection's `HttpInfo`, behind `remote_addr`) pass through as they are.
+fn follow_body(res: Response, record: Box<ClientRecord>) -> Response {
+    use http_body::Body as _;
+    use reqwest::ResponseBuilderExt as _;
+
+    let url = res.url().clone();
+    let mut res: http::Response<reqwest::Body> = res.into();
+    if let Ok(carrier) = http::Response::builder().url(url).body(()) {
+        res.extensions_mut()
+            .extend(carrier.into_parts().0.extensions);
+    }
+    let ended = res.body().is_end_stream();
+    Response::from(res.map(|body| {
+        // The caller may stop reading at any point: a dropped body is the end, not an
+        // abort.
+        reqwest::Body::wrap(ResponseBody::new(
+            body,
+            Record::Client(record),
+            None,
+            true,
+            ended,
+        ))
+    }))
 }
 
 /// The low-cardinality `error.type` of a failed request (listed in the module docs).

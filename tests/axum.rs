@@ -1,6 +1,6 @@
 #![cfg(feature = "axum")]
 //! The server layer in axum: `Router::layer`, wrapping the router from outside with
-//! `HttpRoute::matched_path_layer`, fallbacks and nested routers, over real sockets.
+//! `HttpRouteLayer::matched_path` and `OtelLayer::wrap_router`, fallbacks and nested routers, over real sockets.
 
 mod support;
 
@@ -152,6 +152,61 @@ async fn outer_layer_learns_the_route_from_route_layer() {
         .collect();
     assert!(routes.contains(&Some(s("/users/{id}"))), "{routes:?}");
     assert!(routes.contains(&None), "{routes:?}");
+}
+
+#[tokio::test]
+async fn wrap_router_serves_with_axum_serve_and_records_the_route() {
+    let t = Telemetry::new();
+    // The obvious thing: wrap the router from outside, hand the result to axum::serve.
+    let app = t.server().build().wrap_router(users());
+    let addr = serve_axum(app).await;
+    let (parts, body, local) = send_from(addr, request("GET", "/users/7")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "a user");
+    let (parts, _, _) = send_from(addr, request("GET", "/missing")).await;
+    assert_eq!(parts.status, 404);
+
+    let spans = t.wait_spans(2).await;
+    assert_eq!(spans.len(), 2);
+    let user = span_with_path(&spans, "/users/7");
+    assert_eq!(user.name, "GET /users/{id}");
+    assert_eq!(attr(&user.attributes, "http.route"), Some(s("/users/{id}")));
+    // `into_make_service_with_connect_info` reaches the layer through the outer router.
+    assert_eq!(
+        attr(&user.attributes, "network.peer.port"),
+        Some(Value::I64(i64::from(local.port())))
+    );
+    let missing = span_with_path(&spans, "/missing");
+    assert_eq!(missing.name, "GET");
+    assert_eq!(attr(&missing.attributes, "http.route"), None);
+    assert_eq!(
+        attr(&missing.attributes, "http.response.status_code"),
+        Some(Value::I64(404))
+    );
+
+    let points = t.f64_histogram(DURATION);
+    let mut routes: Vec<Option<Value>> = points
+        .iter()
+        .map(|p| attr(p.attributes(), "http.route"))
+        .collect();
+    routes.sort_by_key(|r| r.is_some());
+    assert_eq!(routes, [None, Some(s("/users/{id}"))]);
+}
+
+#[tokio::test]
+async fn wrap_router_accepts_a_router_without_routes() {
+    let t = Telemetry::new();
+    let app = t
+        .server()
+        .build()
+        .wrap_router(Router::new().fallback(|| async { "fallback" }));
+    let addr = serve_axum(app).await;
+    let (parts, body, _) = send_from(addr, request("GET", "/anything")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "fallback");
+    let spans = t.wait_spans(1).await;
+    assert_eq!(spans[0].name, "GET");
+    assert_eq!(attr(&spans[0].attributes, "http.route"), None);
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ fn server_attrs(addr: SocketAddr) -> Vec<(&'static str, Value)> {
 }
 
 #[tokio::test]
-async fn span_for_200_ends_when_the_headers_arrive() {
+async fn span_for_200_ends_when_the_body_has_been_read() {
     let t = Telemetry::new();
     let addr = echo_server().await;
     let res = otel_reqwest(&t)
@@ -56,7 +56,14 @@ async fn span_for_200_ends_when_the_headers_arrive() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    // The body is unread, and the span already ended (documented: at the headers).
+    // The body is unread: the span is still open, as with the tower client layer.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(t.finished_spans().is_empty());
+    // The response is the one reqwest made: its final URL and peer address are kept.
+    assert_eq!(res.url().as_str(), format!("http://{addr}/bytes/100000"));
+    assert_eq!(res.remote_addr(), Some(addr));
+
+    assert_eq!(res.bytes().await.unwrap().len(), 100_000);
     let spans = t.wait_spans(1).await;
     let span = &spans[0];
     assert_eq!(span.name, "GET");
@@ -71,12 +78,27 @@ async fn span_for_200_ends_when_the_headers_arrive() {
     ];
     want.extend(server_attrs(addr));
     assert_eq!(typed_set(&span.attributes), expected_set(&want));
-
-    assert_eq!(res.bytes().await.unwrap().len(), 100_000);
     t.settle_spans(1).await;
     let points = t.f64_histogram(DURATION);
     assert_eq!(points.len(), 1);
     assert_eq!(points[0].count(), 1);
+    // The span covers reading the body: the duration metric is the span's duration.
+    assert!((points[0].sum() - span_secs(span)).abs() < 1e-6);
+}
+
+#[tokio::test]
+async fn unread_body_dropped_ends_the_span_without_error() {
+    let t = Telemetry::new();
+    let addr = echo_server().await;
+    let res = otel_reqwest(&t)
+        .get(format!("http://{addr}/bytes/100000"))
+        .send()
+        .await
+        .unwrap();
+    drop(res);
+    let spans = t.settle_spans(1).await;
+    assert_eq!(spans[0].status, Status::Unset);
+    assert!(attr(&spans[0].attributes, "error.type").is_none());
 }
 
 #[tokio::test]
@@ -326,10 +348,11 @@ async fn metrics_attributes_and_request_body_size() {
     assert_eq!(sizes.len(), 1);
     assert_eq!(sizes[0].sum(), 11);
     assert_eq!(typed_set(sizes[0].attributes()), want);
-    // The span ends at the headers: the response body is not measured.
-    assert!(!t
-        .metric_names()
-        .contains(&"http.client.response.body.size".to_string()));
+    // The span ends at the body's end: the bytes read are measured.
+    let sizes = t.u64_histogram("http.client.response.body.size");
+    assert_eq!(sizes.len(), 1);
+    assert_eq!(sizes[0].sum(), 10);
+    assert_eq!(typed_set(sizes[0].attributes()), want);
 }
 
 // ------------------------------------------------------------------------------------
