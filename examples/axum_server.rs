@@ -2,21 +2,22 @@
 //! OpenTelemetry API and with `tracing` (through tracing-opentelemetry).
 //!
 //! ```text
-//! cargo run --example axum_server
+//! cargo run --example axum_server --features axum
 //! ```
 //!
 //! It installs the SDK's tracer provider as the global one (exporting into memory), serves
 //! on 127.0.0.1, sends itself two requests, prints the spans, and exits.
 //!
-//! With this crate's `axum` feature, the layer reads axum's `MatchedPath` and
-//! `ConnectInfo<SocketAddr>` itself, and the two small middleware marked below can go.
+//! It needs this crate's `axum` feature (`tower-otel-http = { version = "0.1", features =
+//! ["axum"] }`): the layer then reads axum's `MatchedPath` (`http.route`, and the span
+//! name `GET /users/{id}`) and `ConnectInfo<SocketAddr>` (`client.address`,
+//! `network.peer.*`) itself. Without it, the first `Router::layer` reports the missing
+//! feature once on standard error.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Path, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::Path;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -27,7 +28,7 @@ use opentelemetry::trace::{Span, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{global, KeyValue};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use opentelemetry_sdk::Resource;
-use tower_otel_http::{HttpRoute, OtelLayer, PeerAddr};
+use tower_otel_http::OtelLayer;
 use tracing_subscriber::layer::SubscriberExt;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,17 +49,12 @@ async fn main() -> Result<(), BoxError> {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("axum-server")));
     tracing::subscriber::set_global_default(subscriber)?;
 
-    // 3. The app. `Router::layer` wraps every route (and the fallback) in the layer.
+    // 3. The app. `Router::layer` wraps every route (and the fallback) in the layer; with
+    //    the `axum` feature it reads the matched route and the peer's address itself.
     let app = Router::new()
         .route("/users/{id}", get(get_user))
         .route("/health", get(|| async { "ok" }))
-        // Tags each response with the route template axum matched, as `http.route`.
-        // (Not needed with the `axum` feature.)
-        .route_layer(middleware::from_fn(tag_route))
-        .layer(OtelLayer::new())
-        // Gives the layer the peer's address, for `client.address` and
-        // `network.peer.*`. (Not needed with the `axum` feature.)
-        .layer(middleware::map_request(peer_addr));
+        .layer(OtelLayer::new());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -119,21 +115,6 @@ async fn render(name: &str) -> String {
     span.end();
     tracing::info!(bytes = name.len(), "rendered");
     format!("<h1>{name}</h1>")
-}
-
-/// Copies the route template axum matched into the response, where `OtelLayer` looks.
-async fn tag_route(path: MatchedPath, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    response
-        .extensions_mut()
-        .insert(HttpRoute::new(path.as_str()));
-    response
-}
-
-/// Copies axum's `ConnectInfo` into the request as a `PeerAddr`.
-async fn peer_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request) -> Request {
-    request.extensions_mut().insert(PeerAddr(peer));
-    request
 }
 
 /// Prints the spans as a tree: name, kind, duration, then every attribute.

@@ -266,13 +266,19 @@ fn parse_list<T>(
     (!out.is_empty()).then_some(out)
 }
 
+/// Set when an [`HttpRouteLayer`](crate::HttpRouteLayer) is made: a program that tags its
+/// routes by hand names them without axum's `MatchedPath`, so the missing `axum` feature
+/// is no mistake there.
+pub(crate) static ROUTES_TAGGED_BY_HAND: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Reports, once, an `OtelLayer` applied to an axum service in a build without this
 /// crate's `axum` feature: it then reads neither `MatchedPath` (`http.route`) nor
 /// `ConnectInfo` (`client.address`), which fails silently otherwise. Called where the
 /// layer wraps a service (once per route under `Router::layer`), never per request.
 #[cfg(not(feature = "axum"))]
 pub(crate) fn axum_without_feature<S>() {
-    if is_axum::<S>() {
+    if is_axum::<S>() && !ROUTES_TAGGED_BY_HAND.load(std::sync::atomic::Ordering::Relaxed) {
         report_once(
             "axum-feature",
             "OtelLayer wraps an axum service, but the `axum` feature of tower-otel-http is \

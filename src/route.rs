@@ -171,6 +171,7 @@ impl HttpRouteLayer {
     ///     .service(handler);
     /// ```
     pub fn new(route: impl Into<HttpRoute>) -> Self {
+        crate::config::ROUTES_TAGGED_BY_HAND.store(true, std::sync::atomic::Ordering::Relaxed);
         Self {
             source: Source::Fixed(route.into()),
         }
