@@ -52,7 +52,7 @@ async fn main() -> Result<(), BoxError> {
     let layer = OtelLayer::builder()
         .tracer_provider(&tracer_provider)
         .meter_provider(&meter_provider)
-        .filter(|request| request.uri.path() != "/health")
+        .filter(|parts| parts.uri.path() != "/health")
         .public_endpoint(true)
         .request_headers(["x-request-id"])
         .response_headers(["content-type"])

@@ -19,6 +19,10 @@
 //! are at that moment; the builders take explicit ones. With nothing installed, the
 //! layers do no per-request work.
 //!
+//! ```toml
+//! tower-otel-http = { version = "0.1", features = ["axum"] } # for an axum app
+//! ```
+//!
 //! ```
 //! use axum::{routing::get, Router};
 //! use tower_otel_http::OtelLayer;
@@ -27,6 +31,53 @@
 //!     .route("/users/{id}", get(|| async { "a user" }))
 //!     .layer(OtelLayer::new());
 //! ```
+//!
+//! # Configuration
+//!
+//! [`OtelLayer::builder`] and [`OtelClientLayer::builder`] (and, for reqwest,
+//! `OtelMiddleware::builder`) share one naming scheme: an on/off option is `name(bool)`
+//! (`traces`, `metrics`, `active_requests`, `body_size_metrics`, ...); a list is
+//! `name(IntoIterator)` and replaces the default list (`request_headers`,
+//! `sensitive_headers`, `known_methods`, ...); a callback takes a closure (`filter`,
+//! `span_name`), and a per-request variant of an on/off option is `name_fn`
+//! (`public_endpoint_fn`). Closures that look at a request get its
+//! [`http::request::Parts`], named `parts` in these docs: `parts.uri.path()`.
+//!
+//! An option that cannot work makes `build()` **panic**, with a message naming the
+//! option: an invalid header name, an empty or invalid list of known methods, an
+//! excluded path that does not start with `/`, a metrics option on a layer built with
+//! `metrics(false)`, a span-name callback with `traces(false)`. The layers are built once,
+//! at start-up, where a panic is seen at once; nothing is silently ignored.
+//!
+//! # Configuration by environment
+//!
+//! Operators can change what is captured without a rebuild, with the variables the
+//! OpenTelemetry instrumentations of other languages use. They are read when a layer is
+//! built, and only for an option the builder left unset: **a builder option always wins**.
+//! A malformed value never panics: it is reported once on standard error and ignored
+//! (in a list, only the malformed entries are dropped).
+//!
+//! | variable | layer | what it sets | builder option |
+//! |---|---|---|---|
+//! | `OTEL_INSTRUMENTATION_HTTP_SERVER_CAPTURE_REQUEST_HEADERS` | server | request headers captured as `http.request.header.<name>` (comma-separated names) | `request_headers` |
+//! | `OTEL_INSTRUMENTATION_HTTP_SERVER_CAPTURE_RESPONSE_HEADERS` | server | response headers captured as `http.response.header.<name>` | `response_headers` |
+//! | `OTEL_INSTRUMENTATION_HTTP_CLIENT_CAPTURE_REQUEST_HEADERS` | client | request headers captured | `request_headers` |
+//! | `OTEL_INSTRUMENTATION_HTTP_CLIENT_CAPTURE_RESPONSE_HEADERS` | client | response headers captured | `response_headers` |
+//! | `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS` | both | headers whose captured values are `REDACTED`; replaces the default list | `sensitive_headers` |
+//! | `OTEL_INSTRUMENTATION_HTTP_SERVER_EXCLUDED_PATHS` | server | paths with no span and no metrics: exact (`/health`) or a prefix with a trailing `*` (`/internal/*`) | `excluded_paths` |
+//! | `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` | both | the methods recorded as themselves (others are `_OTHER`) | `known_methods` |
+//!
+//! The capture variables are Java's names; the sanitize variable is Python's. Python's
+//! excluded-URLs variable (`OTEL_PYTHON_EXCLUDED_URLS`) names its language and matches
+//! regular expressions against the whole URL; the server here sees a path, so the
+//! variable is named in the `OTEL_INSTRUMENTATION_HTTP_SERVER_*` family, after what it
+//! matches, and takes exact paths and prefixes (no regular-expression engine in the
+//! library).
+//!
+//! Captured headers never carry credentials, whoever configured them: the values of
+//! `authorization`, `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`,
+//! `x-auth-token` and `x-csrf-token` are recorded as `REDACTED` unless the sanitize list
+//! is replaced.
 //!
 //! # Feature flags
 //!

@@ -648,7 +648,7 @@ async fn filtered_requests_pass_through_without_telemetry() {
     let t = Telemetry::new();
     let layer = t
         .server()
-        .filter(|req| req.uri.path() != "/health")
+        .filter(|parts| parts.uri.path() != "/health")
         .active_requests(true)
         .build();
     let addr = serve_app(layer).await;

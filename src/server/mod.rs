@@ -63,7 +63,7 @@
 //! let layer = OtelLayer::builder()
 //!     .tracer_provider(&tracer_provider)
 //!     .meter_provider(&meter_provider)
-//!     .filter(|req| req.uri.path() != "/health")
+//!     .filter(|parts| parts.uri.path() != "/health")
 //!     .public_endpoint(true)
 //!     .request_headers(["x-request-id"])
 //!     .response_headers(["content-type"])
