@@ -37,6 +37,7 @@ impl<B> ResponseBody<B> {
                 bytes: 0,
                 expected: None,
                 drop_completes: false,
+                polling: false,
             },
         }
     }
@@ -57,6 +58,7 @@ impl<B> ResponseBody<B> {
             bytes: 0,
             expected,
             drop_completes,
+            polling: false,
         };
         // A consumer that sees an empty body may never poll it.
         if ended {
@@ -88,7 +90,10 @@ impl<B: Body> Body for ResponseBody<B> {
         };
         // User code may run while the body is produced (a stream): let it see the span.
         let _attached = record.context().map(|cx| cx.clone().attach());
+        // Set while the inner body runs: if the guard is dropped then, it panicked.
+        this.guard.polling = true;
         let result = this.inner.as_mut().poll_frame(cx);
+        this.guard.polling = false;
         match &result {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
@@ -140,6 +145,8 @@ pub(crate) enum BodyEnd {
     Error(&'static str),
     /// Dropped before the end: the peer went away, or the consumer gave up.
     Aborted,
+    /// The body panicked while it produced a frame.
+    Panic,
 }
 
 /// The per-request state of whichever side made the body.
@@ -174,6 +181,8 @@ struct BodyGuard {
     bytes: u64,
     expected: Option<u64>,
     drop_completes: bool,
+    /// The inner body is being polled: a drop now is an unwind out of it.
+    polling: bool,
 }
 
 impl BodyGuard {
@@ -191,7 +200,9 @@ impl Drop for BodyGuard {
         }
         // A stream sent with a Content-Length never says it ended: hyper drops it once
         // the declared length went out. HEAD, 204 and 304 bodies are never polled.
-        let end = if self.drop_completes || self.expected == Some(self.bytes) {
+        let end = if self.polling || std::thread::panicking() {
+            BodyEnd::Panic
+        } else if self.drop_completes || self.expected == Some(self.bytes) {
             BodyEnd::Complete
         } else {
             BodyEnd::Aborted

@@ -53,6 +53,30 @@
 //! built, and they are built only if the span records after all (such a sampler sees no
 //! attributes at its decision; the recorded span still carries them all).
 //!
+//! # Context across tasks and buffers
+//!
+//! The CLIENT span's parent is the OpenTelemetry context that is **current on the task
+//! that calls the client service** (OpenTelemetry's current-context model: a context is
+//! current on a thread while a future that carries it is polled). Inside a handler served
+//! by [`OtelLayer`](crate::OtelLayer) that is the SERVER span, with no code. Two patterns
+//! lose it, silently, and start a new trace:
+//!
+//! - **A spawned task.** `tokio::spawn(async move { client.call(req).await })` runs the
+//!   future on another task, where nothing is current. Carry the context into it:
+//!   `tokio::spawn(fut.with_current_context())` (or `.with_context(cx)`), with
+//!   `opentelemetry::context::FutureExt`.
+//! - **A client behind a buffer.** `tower::buffer::Buffer` calls the service below it from
+//!   its own worker task. Carry the context with the request instead: put
+//!   [`CaptureContextLayer`] **outside** the buffer (it inserts the caller's context as a
+//!   [`ParentContext`]), or insert a `ParentContext` into the request yourself; the
+//!   client layer prefers a `ParentContext` the request carries to the current context.
+//!   Or put the `OtelClientLayer` outside the buffer, where the caller calls it.
+//!
+//! Layers that poll the inner future on the caller's task (timeouts, retries,
+//! concurrency limits) keep the context: they need nothing. A spawned task that was given
+//! no context has no way back to its parent: that is the one case only the caller can
+//! fix.
+//!
 //! # When the span ends and the metrics are recorded
 //!
 //! Exactly once, at the first of: the response body's end (last frame, trailers, or an
@@ -60,11 +84,13 @@
 //! error), the inner service's error (at once), or the response future dropped before a
 //! response (the caller cancelled: the span ends, without an error).
 
+mod context;
 pub(crate) mod future;
 mod layer;
 pub(crate) mod record;
 mod service;
 
+pub use context::{CaptureContext, CaptureContextLayer, ParentContext};
 pub use future::ResponseFuture;
 pub use layer::{OtelClientLayer, OtelClientLayerBuilder};
 pub use service::OtelClient;

@@ -9,7 +9,7 @@ use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt as 
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use super::layer::ClientShared;
-use super::{ResendCount, UrlTemplate};
+use super::{ParentContext, ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::BodyEnd;
 use crate::semconv::*;
@@ -112,7 +112,7 @@ impl ClientRecord {
                 let builder = SpanBuilder::from_name(name)
                     .with_kind(SpanKind::Client)
                     .with_start_time(now);
-                let cx = Context::map_current(|parent| {
+                let cx = with_parent(req.extensions, |parent| {
                     let span = if unsampled(parent) {
                         // Inside an unsampled trace the span usually records nothing: ask
                         // first, build the attributes only if it records all the same.
@@ -133,7 +133,9 @@ impl ClientRecord {
             }
             None => {
                 // No spans: still pass the caller's context on, if a propagator is set.
-                Context::map_current(|cx| shared.propagation.inject(cx, req.headers));
+                with_parent(req.extensions, |cx| {
+                    shared.propagation.inject(cx, req.headers)
+                });
                 None
             }
         };
@@ -194,6 +196,7 @@ impl ClientRecord {
             // The caller chose to stop reading: not an error.
             BodyEnd::Complete | BodyEnd::Aborted => self.finish(None, Some(bytes)),
             BodyEnd::Error(type_name) => self.finish(Some(type_name), Some(bytes)),
+            BodyEnd::Panic => self.finish(Some(crate::server::record::ERROR_PANIC), Some(bytes)),
         }
     }
 
@@ -305,6 +308,15 @@ impl<'a> RequestParts<'a> {
             headers: &mut parts.headers,
             extensions: &parts.extensions,
         }
+    }
+}
+
+/// Runs `f` with the request's parent: the [`ParentContext`] it carries, else the current
+/// context.
+fn with_parent<T>(extensions: &http::Extensions, f: impl FnOnce(&Context) -> T) -> T {
+    match extensions.get::<ParentContext>() {
+        Some(ParentContext(cx)) => f(cx),
+        None => Context::map_current(f),
     }
 }
 

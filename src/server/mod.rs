@@ -79,7 +79,7 @@
 //! |---|---|
 //! | `http.request.method` | always; `_OTHER` for a method outside the known set |
 //! | `http.request.method_original` | when it differs from `http.request.method` |
-//! | `url.path`, `url.scheme` | always (`url.scheme`: a trusted forwarded proto, the URI's scheme, the configured one, else `http`) |
+//! | `url.path`, `url.scheme` | always (`url.path`: as received, axum's `OriginalUri` with the `axum` feature; `url.scheme`: a trusted forwarded proto, the URI's scheme, the configured one, else `http`) |
 //! | `url.query` | when there is a query; sensitive values `REDACTED` |
 //! | `server.address`, `server.port` | from a trusted `X-Forwarded-Host`/`Forwarded`, the URI authority (HTTP/2 `:authority`), or `Host` |
 //! | `client.address` | a trusted forwarded client, else the peer's IP |
@@ -127,7 +127,23 @@
 //!   answered (the client went away, or an outer timeout fired);
 //! - `response_body_aborted`: the response body was dropped before its end;
 //! - `panic`: the inner service panicked while polled (seen while unwinding, e.g. under an
-//!   outer `CatchPanicLayer`; a `CatchPanicLayer` inside gives a 500 instead).
+//!   outer `CatchPanicLayer`; a `CatchPanicLayer` inside gives a 500 instead), or the
+//!   response body panicked while producing a frame (a stream that panics: hyper drops
+//!   the connection, and this is reported as the panic it is, not as the client going
+//!   away).
+//!
+//! # One span per request, wherever the layers are
+//!
+//! A request that an `OtelLayer` records is marked (in its extensions), and any
+//! `OtelLayer` inside it passes it through untouched: an app-wide layer around a router
+//! whose nested module has its own layer gives one SERVER span and one set of metric
+//! points, recorded by the outermost layer, which sees the request first. A request the
+//! outer layer does not record (a `filter`, `excluded_paths`) is recorded by the inner
+//! one.
+//!
+//! `url.path` and `url.query` are those of the request as received: with the `axum`
+//! feature, axum's `OriginalUri` (inside `Router::nest`, a layer of the nested router
+//! sees the URI with the prefix stripped).
 //!
 //! # When the span ends and the metrics are recorded
 //!

@@ -62,7 +62,7 @@ impl ServerRecord {
         let start = Instant::now();
         let config = &shared.config;
         let headers = req.headers();
-        let uri = req.uri();
+        let uri = request_uri(req);
         let method = config.common.known_methods.label(req.method());
         let forwarded = if config.trust_forwarded {
             attributes::forwarded(headers)
@@ -295,6 +295,7 @@ impl ServerRecord {
                 Some(ERROR_BODY_ABORTED),
                 "response body dropped before its end",
             ),
+            BodyEnd::Panic => (Some(ERROR_PANIC), "response body panicked"),
         };
         self.finish(error, description, Some(bytes));
     }
@@ -412,6 +413,17 @@ fn unsampled_remote(parent: &Context) -> bool {
     let span = parent.span();
     let sc = span.span_context();
     sc.is_valid() && sc.is_remote() && !sc.is_sampled()
+}
+
+/// The request's URI as the client sent it: with the `axum` feature, axum's `OriginalUri`
+/// when there is one (inside `Router::nest`, the router has already stripped the prefix
+/// from `req.uri()` when a layer of the nested router sees the request).
+pub(crate) fn request_uri<B>(req: &Request<B>) -> &http::Uri {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = req.extensions().get() {
+        return uri;
+    }
+    req.uri()
 }
 
 /// The peer's socket address: our [`PeerAddr`], or axum's `ConnectInfo<SocketAddr>`.

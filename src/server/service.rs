@@ -8,9 +8,14 @@ use tower_service::Service;
 
 use super::future::FutureGuard;
 use super::layer::Shared;
-use super::record::ServerRecord;
+use super::record::{request_uri, ServerRecord};
 use super::ResponseFuture;
 use crate::ResponseBody;
+
+/// Marks a request that an [`Otel`] service records, for any `Otel` inside it to pass it
+/// through.
+#[derive(Clone, Copy, Debug)]
+struct Recorded;
 
 /// The service of [`OtelLayer`](super::OtelLayer): traces and measures each request to
 /// the inner service.
@@ -59,8 +64,13 @@ where
             return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let config = &shared.config;
+        // An `OtelLayer` outside already records this request (an app-wide layer around
+        // a router that has its own): one span and one set of points per request.
+        if req.extensions().get::<Recorded>().is_some() {
+            return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
+        }
         if let Some(excluded) = &config.excluded_paths {
-            let path = req.uri().path();
+            let path = request_uri(&req).path();
             if excluded.iter().any(|p| p.matches(path)) {
                 return ResponseFuture::new(
                     self.inner.call(req),
