@@ -73,26 +73,34 @@ pub(crate) struct Common {
 }
 
 impl Options {
-    /// Checks the options (panicking on one that cannot work) and fills the unset ones
+    /// Checks the options (an error names one that cannot work) and fills the unset ones
     /// from the environment. `metrics` says whether the layer records metrics at all;
     /// `body_sizes_by_default` is the side's default for the body-size histograms.
-    pub(crate) fn resolve(self, side: Side, metrics: bool, body_sizes_by_default: bool) -> Common {
+    pub(crate) fn resolve(
+        self,
+        side: Side,
+        metrics: bool,
+        body_sizes_by_default: bool,
+    ) -> Result<Common, Misconfigured> {
         if !metrics {
             if self.active_requests {
-                misconfigured("active_requests", "is on, but the layer records no metrics");
+                return Err(Misconfigured::new(
+                    "active_requests",
+                    "is on, but the layer records no metrics",
+                ));
             }
             if self.body_size_metrics == Some(true) {
-                misconfigured(
+                return Err(Misconfigured::new(
                     "body_size_metrics",
                     "is on, but the layer records no metrics",
-                );
+                ));
             }
         }
         let sensitive: Vec<HeaderName> = match self.sensitive_headers {
             Some(names) => names
                 .iter()
                 .map(|n| header_name("sensitive_headers", n))
-                .collect(),
+                .collect::<Result<_, _>>()?,
             None => from_env(SANITIZE_FIELDS_ENV, |v| {
                 parse_list(SANITIZE_FIELDS_ENV, v, env_header_name)
             })
@@ -109,22 +117,28 @@ impl Options {
                 true => (semconv::HTTP_RESPONSE_HEADER, capture_env(side, true)),
             };
             let names: Vec<HeaderName> = match given {
-                Some(names) => names.iter().map(|n| header_name(option, n)).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| header_name(option, n))
+                    .collect::<Result<_, _>>()?,
                 None => from_env(env, |v| parse_list(env, v, env_header_name)).unwrap_or_default(),
             };
-            crate::attributes::capture_list(prefix, names, &sensitive)
+            Ok(crate::attributes::capture_list(prefix, names, &sensitive))
         };
         let known_methods = match self.known_methods {
             Some(methods) => {
                 if methods.is_empty() {
-                    misconfigured(
+                    return Err(Misconfigured::new(
                         "known_methods",
                         "is empty: every method would be recorded as _OTHER",
-                    );
+                    ));
                 }
                 for m in &methods {
                     if Method::from_bytes(m.trim().as_bytes()).is_err() {
-                        misconfigured("known_methods", &format!("{m:?} is not an HTTP method"));
+                        return Err(Misconfigured::new(
+                            "known_methods",
+                            format!("has {m:?}, which is not an HTTP method"),
+                        ));
                     }
                 }
                 KnownMethods::custom(methods)
@@ -140,7 +154,10 @@ impl Options {
         let sensitive_query_keys = match self.sensitive_query_keys {
             Some(keys) => {
                 if keys.iter().any(|k| k.is_empty()) {
-                    misconfigured("sensitive_query_keys", "has an empty key");
+                    return Err(Misconfigured::new(
+                        "sensitive_query_keys",
+                        "has an empty key",
+                    ));
                 }
                 keys.into_boxed_slice()
             }
@@ -149,14 +166,14 @@ impl Options {
                 .map(|k| Cow::Borrowed(*k))
                 .collect(),
         };
-        Common {
-            request_headers: capture("request_headers", self.request_headers, false),
-            response_headers: capture("response_headers", self.response_headers, true),
+        Ok(Common {
+            request_headers: capture("request_headers", self.request_headers, false)?,
+            response_headers: capture("response_headers", self.response_headers, true)?,
             known_methods,
             sensitive_query_keys,
             active_requests: self.active_requests,
             body_size_metrics: metrics && self.body_size_metrics.unwrap_or(body_sizes_by_default),
-        }
+        })
     }
 }
 
@@ -191,35 +208,60 @@ impl ExcludedPath {
 
 /// The server's excluded paths: the builder's, else the environment's; `None` when there
 /// are none, so that a request pays for nothing.
-pub(crate) fn excluded_paths(given: Option<Vec<String>>) -> Option<Arc<[ExcludedPath]>> {
+pub(crate) fn excluded_paths(
+    given: Option<Vec<String>>,
+) -> Result<Option<Arc<[ExcludedPath]>>, Misconfigured> {
     let list: Vec<ExcludedPath> = match given {
         Some(patterns) => patterns
             .iter()
             .map(|p| {
-                ExcludedPath::parse(p).unwrap_or_else(|| {
-                    misconfigured("excluded_paths", &format!("{p:?} does not start with '/'"))
+                ExcludedPath::parse(p).ok_or_else(|| {
+                    Misconfigured::new(
+                        "excluded_paths",
+                        format!("has {p:?}, which does not start with '/'"),
+                    )
                 })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         None => from_env(SERVER_EXCLUDED_PATHS_ENV, |v| {
             parse_list(SERVER_EXCLUDED_PATHS_ENV, v, ExcludedPath::parse)
         })
         .unwrap_or_default(),
     };
-    (!list.is_empty()).then(|| list.into())
+    Ok((!list.is_empty()).then(|| list.into()))
 }
 
-/// Panics for an option that cannot work, naming it.
-#[track_caller]
-pub(crate) fn misconfigured(option: &str, problem: &str) -> ! {
-    panic!("tower-otel-http: the `{option}` option {problem}")
+/// An option that cannot work: `build()` panics with it, at the caller's line.
+#[derive(Debug)]
+pub(crate) struct Misconfigured {
+    option: &'static str,
+    problem: Cow<'static, str>,
 }
 
-fn header_name(option: &str, name: &str) -> HeaderName {
-    HeaderName::from_bytes(name.trim().as_bytes()).unwrap_or_else(|_| {
-        misconfigured(
+impl Misconfigured {
+    pub(crate) fn new(option: &'static str, problem: impl Into<Cow<'static, str>>) -> Self {
+        Self {
             option,
-            &format!("has {name:?}, which is not a valid header name"),
+            problem: problem.into(),
+        }
+    }
+
+    /// Panics, naming the option. Called straight from a `#[track_caller]` `build()`, so
+    /// that the panic points at the user's code.
+    #[track_caller]
+    pub(crate) fn panic(self) -> ! {
+        panic!(
+            "tower-otel-http: the `{}` option {}",
+            self.option, self.problem
+        )
+    }
+}
+
+fn header_name(option: &'static str, name: &str) -> Result<HeaderName, Misconfigured> {
+    HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        Misconfigured::new(
+            option,
+            format!("has {name:?}, which is not a valid header name"),
         )
     })
 }
@@ -352,37 +394,33 @@ mod tests {
         assert!(ExcludedPath::parse("").is_none());
     }
 
+    fn problem(options: Options, metrics: bool) -> String {
+        let err = options.resolve(Side::Server, metrics, true).unwrap_err();
+        format!("the `{}` option {}", err.option, err.problem)
+    }
+
     #[test]
-    #[should_panic(
-        expected = "the `request_headers` option has \"x tenant\", which is not a valid header name"
-    )]
-    fn invalid_header_names_panic() {
-        Options {
+    fn options_that_cannot_work_are_named() {
+        let bad_header = Options {
             request_headers: Some(vec!["x tenant".into()]),
             ..Options::default()
-        }
-        .resolve(Side::Server, true, true);
-    }
-
-    #[test]
-    #[should_panic(expected = "the `known_methods` option is empty")]
-    fn empty_known_methods_panic() {
-        Options {
+        };
+        assert_eq!(
+            problem(bad_header, true),
+            "the `request_headers` option has \"x tenant\", which is not a valid header name"
+        );
+        let no_methods = Options {
             known_methods: Some(vec![]),
             ..Options::default()
-        }
-        .resolve(Side::Client, true, false);
-    }
-
-    #[test]
-    #[should_panic(
-        expected = "the `active_requests` option is on, but the layer records no metrics"
-    )]
-    fn metrics_options_without_metrics_panic() {
-        Options {
+        };
+        assert!(problem(no_methods, true).starts_with("the `known_methods` option is empty"));
+        let active = Options {
             active_requests: true,
             ..Options::default()
-        }
-        .resolve(Side::Server, false, true);
+        };
+        assert_eq!(
+            problem(active, false),
+            "the `active_requests` option is on, but the layer records no metrics"
+        );
     }
 }

@@ -41,14 +41,11 @@ macro_rules! define_common_builder_methods {
         }
 
         /// Makes spans (on by default). Off, the layer makes none, and still propagates
-        /// the context if a propagator is installed.
+        /// the context if a propagator is installed. Independent of
+        /// [`tracer_provider`](Self::tracer_provider): the order of the calls does not
+        /// matter.
         pub fn traces(mut self, enable: bool) -> Self {
-            use crate::telemetry::TracerChoice;
-            self.sources.tracer = match (enable, self.sources.tracer) {
-                (false, _) => TracerChoice::Disabled,
-                (true, TracerChoice::Disabled) => TracerChoice::Global,
-                (true, choice) => choice,
-            };
+            self.sources.traces = enable;
             self
         }
 
@@ -67,14 +64,11 @@ macro_rules! define_common_builder_methods {
             self
         }
 
-        /// Records metrics (on by default).
+        /// Records metrics (on by default). Independent of
+        /// [`meter_provider`](Self::meter_provider): the order of the calls does not
+        /// matter.
         pub fn metrics(mut self, enable: bool) -> Self {
-            use crate::telemetry::MeterChoice;
-            self.sources.meter = match (enable, self.sources.meter) {
-                (false, _) => MeterChoice::Disabled,
-                (true, MeterChoice::Disabled) => MeterChoice::Global,
-                (true, choice) => choice,
-            };
+            self.sources.metrics = enable;
             self
         }
 

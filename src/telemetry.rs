@@ -29,7 +29,6 @@ pub(crate) fn scope() -> InstrumentationScope {
 pub(crate) enum TracerChoice {
     Global,
     Explicit(BoxedTracer),
-    Disabled,
 }
 
 impl TracerChoice {
@@ -47,7 +46,6 @@ impl TracerChoice {
         let tracer = match self {
             Self::Global => global::tracer_with_scope(scope()),
             Self::Explicit(tracer) => tracer,
-            Self::Disabled => return None,
         };
         (!is_noop_tracer(&tracer)).then_some(tracer)
     }
@@ -76,7 +74,6 @@ fn is_noop_tracer(tracer: &BoxedTracer) -> bool {
 pub(crate) enum MeterChoice {
     Global,
     Explicit(Meter),
-    Disabled,
 }
 
 impl MeterChoice {
@@ -98,7 +95,6 @@ impl MeterChoice {
             }
             // What the user gave is used, whatever it is.
             Self::Explicit(meter) => Some(meter),
-            Self::Disabled => None,
         }
     }
 }
@@ -193,6 +189,10 @@ pub(crate) struct Sources {
     pub(crate) tracer: TracerChoice,
     pub(crate) meter: MeterChoice,
     pub(crate) propagator: Option<Arc<dyn TextMapPropagator + Send + Sync>>,
+    /// `traces(bool)` and `metrics(bool)`: kept apart from the providers, so that the
+    /// order of the calls does not matter and turning one back on keeps its provider.
+    pub(crate) traces: bool,
+    pub(crate) metrics: bool,
 }
 
 impl Default for Sources {
@@ -201,6 +201,8 @@ impl Default for Sources {
             tracer: TracerChoice::Global,
             meter: MeterChoice::Global,
             propagator: None,
+            traces: true,
+            metrics: true,
         }
     }
 }
@@ -214,19 +216,27 @@ pub(crate) struct Resolved {
 
 impl Sources {
     pub(crate) fn traces_disabled(&self) -> bool {
-        matches!(self.tracer, TracerChoice::Disabled)
+        !self.traces
     }
 
     pub(crate) fn metrics_disabled(&self) -> bool {
-        matches!(self.meter, MeterChoice::Disabled)
+        !self.metrics
     }
 
     pub(crate) fn resolve(self) -> Resolved {
-        let tracer = self.tracer.resolve();
+        let tracer = if self.traces {
+            self.tracer.resolve()
+        } else {
+            None
+        };
         let propagation = Propagation::resolve(self.propagator, tracer.is_some());
         Resolved {
             tracer,
-            meter: self.meter.resolve(),
+            meter: if self.metrics {
+                self.meter.resolve()
+            } else {
+                None
+            },
             propagation,
         }
     }

@@ -105,9 +105,13 @@ impl<Output: From<OtelClientLayer>> OtelClientLayerBuilder<Output> {
     /// metrics option (`active_requests`, `body_size_metrics`) with `metrics(false)`.
     /// Values read from the environment never panic: a malformed one is reported once on
     /// standard error and ignored.
+    #[track_caller]
     pub fn build(self) -> Output {
         let metrics = !self.sources.metrics_disabled();
-        let common = self.options.resolve(Side::Client, metrics, false);
+        let common = match self.options.resolve(Side::Client, metrics, false) {
+            Ok(common) => common,
+            Err(misconfigured) => misconfigured.panic(),
+        };
         let (body_sizes, active) = (common.body_size_metrics, common.active_requests);
         Output::from(OtelClientLayer {
             shared: Arc::new(ClientShared::new(

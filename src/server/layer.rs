@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use super::Otel;
 use crate::attributes;
-use crate::config::{self, Common, ExcludedPath, Options};
+use crate::config::{self, Common, ExcludedPath, Misconfigured, Options};
 use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP server SERVER spans and request metrics, following the
@@ -157,7 +157,8 @@ impl OtelLayerBuilder {
     }
 
     /// Records no request whose path is one of these: an exact path (`/health`), or every
-    /// path under a prefix written with a trailing `*` (`/internal/*`). Cheaper than a
+    /// path under a prefix written with a trailing `*` (`/internal/*`, which matches
+    /// `/internal/` and below, not `/internal` itself). Cheaper than a
     /// [`filter`](Self::filter) for the usual case, and applied before it.
     ///
     /// Without this option the list comes from
@@ -262,30 +263,12 @@ impl OtelLayerBuilder {
     /// `metrics(false)`, or `span_name` with `traces(false)`. Values read from the
     /// environment never panic: a malformed one is reported once on standard error and
     /// ignored.
-    pub fn build(self) -> OtelLayer {
+    #[track_caller]
+    pub fn build(mut self) -> OtelLayer {
         let metrics = !self.sources.metrics_disabled();
-        if !metrics && self.server_address_on_metrics {
-            config::misconfigured(
-                "server_address_on_metrics",
-                "is on, but the layer records no metrics",
-            );
-        }
-        if self.sources.traces_disabled() && self.span_name.is_some() {
-            config::misconfigured("span_name", "is set, but the layer makes no spans");
-        }
-        let scheme = self.scheme.map(|scheme| {
-            attributes::scheme_value(&scheme)
-                .unwrap_or_else(|| config::misconfigured("scheme", "is empty"))
-        });
-        let config = Config {
-            common: self.options.resolve(Side::Server, metrics, true),
-            filter: self.filter,
-            span_name: self.span_name,
-            public_endpoint: self.public_endpoint,
-            excluded_paths: config::excluded_paths(self.excluded_paths),
-            trust_forwarded: self.trust_forwarded,
-            scheme,
-            server_address_on_metrics: self.server_address_on_metrics,
+        let config = match self.config(metrics) {
+            Ok(config) => config,
+            Err(misconfigured) => misconfigured.panic(),
         };
         let (body_sizes, active) = (
             config.common.body_size_metrics,
@@ -300,6 +283,40 @@ impl OtelLayerBuilder {
                 config,
             )),
         }
+    }
+}
+
+impl OtelLayerBuilder {
+    fn config(&mut self, metrics: bool) -> Result<Config, Misconfigured> {
+        if !metrics && self.server_address_on_metrics {
+            return Err(Misconfigured::new(
+                "server_address_on_metrics",
+                "is on, but the layer records no metrics",
+            ));
+        }
+        if self.sources.traces_disabled() && self.span_name.is_some() {
+            return Err(Misconfigured::new(
+                "span_name",
+                "is set, but the layer makes no spans",
+            ));
+        }
+        let scheme = match self.scheme.take() {
+            Some(scheme) => Some(
+                attributes::scheme_value(&scheme)
+                    .ok_or_else(|| Misconfigured::new("scheme", "is empty"))?,
+            ),
+            None => None,
+        };
+        Ok(Config {
+            common: std::mem::take(&mut self.options).resolve(Side::Server, metrics, true)?,
+            filter: self.filter.take(),
+            span_name: self.span_name.take(),
+            public_endpoint: self.public_endpoint.take(),
+            excluded_paths: config::excluded_paths(self.excluded_paths.take())?,
+            trust_forwarded: self.trust_forwarded,
+            scheme,
+            server_address_on_metrics: self.server_address_on_metrics,
+        })
     }
 }
 
