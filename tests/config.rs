@@ -1361,5 +1361,4 @@ fn a_misconfiguration_panics_at_the_callers_build_call() {
             "{line} not in {start}..={end}"
         );
     }
-    assert_ne!(server_seen, client_seen);
 }
