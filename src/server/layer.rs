@@ -140,7 +140,10 @@ impl OtelLayerBuilder {
     /// Records only the requests for which `filter` returns `true`; the others pass
     /// through with no span and no metrics (e.g. health checks). It is given the
     /// request's [`Parts`] (`parts.uri`, `parts.method`, `parts.headers`,
-    /// `parts.extensions`), before the inner service sees the request.
+    /// `parts.extensions`), before the inner service sees the request, as the inner
+    /// service will see it: inside axum's `Router::nest`, a nested router's layer sees
+    /// `parts.uri` without the prefix (where [`excluded_paths`](Self::excluded_paths) and
+    /// `url.path` use the path as received).
     ///
     /// ```
     /// # use tower_otel_http::OtelLayer;

@@ -94,6 +94,8 @@ where
         } else {
             req
         };
+        let mut req = req;
+        req.extensions_mut().insert(Recorded);
         // Boxed: the future and the body stay small, which every move of them pays for.
         let guard =
             FutureGuard::entering(Some(Box::new(ServerRecord::start(shared, &req, public))));
