@@ -83,7 +83,10 @@
 //!
 //! - `axum`: axum's `MatchedPath` becomes `http.route`, `ConnectInfo<SocketAddr>` gives
 //!   `client.address` and `network.peer.*`, and `HttpRouteLayer::matched_path()`.
-//! - `reqwest`: an `OtelMiddleware` for `reqwest-middleware`.
+//! - `reqwest`: an `OtelMiddleware` for `reqwest-middleware` (turns `hyper-util` on).
+//! - `hyper-util`: for hyper-util's legacy client, `network.peer.*` on client spans from
+//!   the connection a response came over, and transport errors told apart in
+//!   `error.type` (`connect`, `timeout`, `connection_closed`, ...).
 //! - `experimental-bound-instruments`: records the metrics through handles bound once
 //!   per attribute set, with opentelemetry's experimental bound-instrument API (and turns
 //!   that API on in `opentelemetry_sdk`, which thereby becomes a dependency; with
@@ -120,6 +123,7 @@ mod body;
 mod bound;
 pub mod client;
 mod config;
+mod errors;
 mod guard;
 mod macros;
 pub mod propagation;

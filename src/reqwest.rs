@@ -248,11 +248,17 @@ impl Middleware for OtelMiddleware {
             };
             match result {
                 Ok(res) => {
-                    record.on_response_parts(res.status(), res.version(), res.headers());
+                    record.on_response_parts(
+                        res.status(),
+                        res.version(),
+                        res.headers(),
+                        res.extensions(),
+                    );
                     Ok(follow_body(res, record))
                 }
                 Err(err) => {
-                    (*record).finish(Some(error_type(&err)), None);
+                    let description = crate::errors::describe(&err);
+                    (*record).finish_described(Some(error_type(&err)), Some(description), None);
                     Err(err)
                 }
             }
@@ -293,10 +299,13 @@ fn follow_body(res: Response, record: Box<ClientRecord>) -> Response {
 
 /// The low-cardinality `error.type` of a failed request (listed in the module docs).
 fn error_type(err: &reqwest_middleware::Error) -> &'static str {
+    use crate::errors;
     match err {
-        reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => "timeout",
-        reqwest_middleware::Error::Reqwest(e) if e.is_connect() => "connect",
-        reqwest_middleware::Error::Reqwest(_) => "reqwest::Error",
+        reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => errors::TIMEOUT,
+        reqwest_middleware::Error::Reqwest(e) if e.is_connect() => errors::CONNECT,
+        reqwest_middleware::Error::Reqwest(e) => {
+            errors::classify(e).unwrap_or("reqwest::Error")
+        }
         reqwest_middleware::Error::Middleware(_) => "reqwest_middleware::Error",
     }
 }

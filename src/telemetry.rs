@@ -395,7 +395,7 @@ pub(crate) fn end_span(
     span_start: Option<std::time::SystemTime>,
     elapsed: std::time::Duration,
     error_type: Option<&'static str>,
-    description: &'static str,
+    description: impl Into<std::borrow::Cow<'static, str>>,
 ) {
     let (Some(cx), Some(span_start)) = (cx, span_start) else {
         return;

@@ -100,10 +100,13 @@ async fn get_200_span_has_exactly_the_client_attributes() {
         typed_set(&span.attributes),
         expected_set(&with(
             start_attrs("GET", addr, "/status/200"),
-            &[
-                ("http.response.status_code", Value::I64(200)),
-                ("network.protocol.version", s("1.1")),
-            ]
+            &with(
+                vec![
+                    ("http.response.status_code", Value::I64(200)),
+                    ("network.protocol.version", s("1.1")),
+                ],
+                &peer_attrs(addr)
+            )
         ))
     );
 }
@@ -128,11 +131,14 @@ async fn assert_error_status(code: u16) {
         typed_set(&span.attributes),
         expected_set(&with(
             start_attrs("GET", addr, &path),
-            &[
-                ("http.response.status_code", Value::I64(code.into())),
-                ("network.protocol.version", s("1.1")),
-                ("error.type", s(&code.to_string())),
-            ]
+            &with(
+                vec![
+                    ("http.response.status_code", Value::I64(code.into())),
+                    ("network.protocol.version", s("1.1")),
+                    ("error.type", s(&code.to_string())),
+                ],
+                &peer_attrs(addr)
+            )
         ))
     );
 }
@@ -231,9 +237,19 @@ async fn refused_connection_is_an_error_without_status_code() {
         typed_set(&span.attributes),
         expected_set(&with(
             start_attrs("GET", addr, "/"),
-            &[("error.type", s("hyper_util::client::legacy::Error"))]
+            &[("error.type", s(refused_error_type()))]
         ))
     );
+    // The failure's own messages, down to the operating system's.
+    let Status::Error { description } = &span.status else {
+        unreachable!()
+    };
+    if cfg!(feature = "hyper-util") {
+        assert!(description.starts_with("client error (Connect): "), "{description}");
+        assert!(description.contains("refused"), "{description}");
+    } else {
+        assert_eq!(description, "request failed");
+    }
     let points = t.f64_histogram(DURATION);
     assert_eq!(points.len(), 1);
     assert_eq!(
@@ -242,7 +258,7 @@ async fn refused_connection_is_an_error_without_status_code() {
             ("http.request.method", s("GET")),
             ("server.address", s("127.0.0.1")),
             ("server.port", port(addr)),
-            ("error.type", s("hyper_util::client::legacy::Error")),
+            ("error.type", s(refused_error_type())),
         ])
     );
 }
@@ -537,7 +553,7 @@ async fn duration_metric_unit_buckets_and_attributes() {
         expected_set(&with(ok(201), &[("url.template", s("/status/{code}"))])),
         expected_set(&with(
             base(refused),
-            &[("error.type", s("hyper_util::client::legacy::Error"))],
+            &[("error.type", s(refused_error_type()))],
         )),
     ];
     want.sort_by_key(|s| format!("{s:?}"));
@@ -789,4 +805,79 @@ async fn cancelled_request_ends_the_span_once_without_error() {
     let active = t.i64_sum("http.client.active_requests");
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].value(), 0);
+}
+
+/// A server that reads the request head and closes the connection without answering.
+async fn closing_server() -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            drop(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_response_says_so() {
+    let t = Telemetry::new();
+    let addr = closing_server().await;
+    let err = otel_client(&t)
+        .oneshot(get(addr, "/"))
+        .await
+        .expect_err("the server closes without answering");
+    assert!(!err.is_connect(), "{err:?}");
+
+    let spans = t.wait_spans(1).await;
+    let span = &spans[0];
+    let Status::Error { description } = &span.status else {
+        panic!("{:?}", span.status)
+    };
+    if cfg!(feature = "hyper-util") {
+        assert_eq!(
+            attr(&span.attributes, "error.type"),
+            Some(s("connection_closed"))
+        );
+        assert!(
+            description.contains("connection closed before message completed"),
+            "{description}"
+        );
+    } else {
+        assert_eq!(
+            attr(&span.attributes, "error.type"),
+            Some(s("hyper_util::client::legacy::Error"))
+        );
+    }
+    let points = t.f64_histogram(DURATION);
+    assert_eq!(
+        attr(points[0].attributes(), "error.type"),
+        attr(&span.attributes, "error.type")
+    );
+}
+
+/// `error.type` of a refused connection: classified with the `hyper-util` feature, the
+/// error's type name without it.
+fn refused_error_type() -> &'static str {
+    if cfg!(feature = "hyper-util") {
+        "connect"
+    } else {
+        "hyper_util::client::legacy::Error"
+    }
+}
+
+/// The peer of a response from `addr`, with the `hyper-util` feature (hyper-util's
+/// `HttpInfo`).
+fn peer_attrs(addr: std::net::SocketAddr) -> Vec<(&'static str, Value)> {
+    if cfg!(feature = "hyper-util") {
+        vec![
+            ("network.peer.address", s(&addr.ip().to_string())),
+            ("network.peer.port", port(addr)),
+        ]
+    } else {
+        Vec::new()
+    }
 }

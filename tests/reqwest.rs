@@ -75,6 +75,9 @@ async fn span_for_200_ends_when_the_body_has_been_read() {
         ("url.full", s(&format!("http://{addr}/bytes/100000"))),
         ("http.response.status_code", Value::I64(200)),
         ("network.protocol.version", s("1.1")),
+        // The connection the response came over (reqwest's `remote_addr`).
+        ("network.peer.address", s("127.0.0.1")),
+        ("network.peer.port", Value::I64(i64::from(addr.port()))),
     ];
     want.extend(server_attrs(addr));
     assert_eq!(typed_set(&span.attributes), expected_set(&want));
@@ -144,7 +147,15 @@ async fn refused_connection_is_a_connect_error() {
     t.wait_spans(1).await;
     let spans = t.settle_spans(1).await;
     let span = &spans[0];
-    assert!(matches!(span.status, Status::Error { .. }));
+    // The description is the failure's messages, down to the operating system's.
+    let Status::Error { description } = &span.status else {
+        panic!("{:?}", span.status)
+    };
+    assert!(
+        description.starts_with("error sending request for url"),
+        "{description}"
+    );
+    assert!(description.contains("Connection refused"), "{description}");
     let mut want = vec![
         ("http.request.method", s("GET")),
         ("url.full", s(&format!("http://{addr}/"))),

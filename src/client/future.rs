@@ -43,6 +43,7 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
+    E: 'static,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
@@ -75,7 +76,8 @@ where
             }
             Err(err) => {
                 if let Some(record) = guard.take() {
-                    (*record).finish(Some(crate::attributes::error_type_name::<E>()), None);
+                    let (error_type, description) = crate::errors::transport_failure(&err);
+                    (*record).finish_described(Some(error_type), description, None);
                 }
                 Err(err)
             }

@@ -39,9 +39,28 @@
 //! `network.protocol.version`, configured response headers. Status is `Error` for 4xx,
 //! 5xx and transport errors.
 //!
-//! `error.type` is the status code as a string for 4xx and 5xx, the inner service's error
-//! type, fully qualified (e.g. `hyper_util::client::legacy::Error`) for a
-//! transport error, or the response body's error type name when the body fails.
+//! `error.type` is the status code as a string for 4xx and 5xx, the response body's
+//! error type name when the body fails, `panic` when it panics, or, when no response
+//! arrived, what the transport error says:
+//!
+//! | `error.type` | when the error (or one of its sources) is |
+//! |---|---|
+//! | `timeout` | a timeout: `io::ErrorKind::TimedOut`, hyper's `is_timeout` (a connect timeout too) |
+//! | `connect` | a failed connection: hyper-util's `is_connect`, or a refused, unreachable or unavailable address |
+//! | `connection_reset` | `io::ErrorKind::ConnectionReset` / `ConnectionAborted` |
+//! | `connection_closed` | the server closed the connection before a complete response (hyper's `is_incomplete_message` / `is_closed`, `UnexpectedEof`, `BrokenPipe`) |
+//! | the error's type, fully qualified | anything else, or an error the layer cannot look into |
+//!
+//! The layer looks into errors whose type it can see through: a boxed error (`BoxError`,
+//! what `Buffer` and `Timeout` return), `std::io::Error`, and, with the `hyper-util`
+//! feature (on with `reqwest`), hyper-util's legacy client `Error`. The span status
+//! description is then the error's messages and its sources', joined by `": "`
+//! (`client error (Connect): tcp connect error: Connection refused (os error 111)`);
+//! `request failed` otherwise.
+//!
+//! With the `hyper-util` feature, the span also gets `network.peer.address` and
+//! `network.peer.port` from the connection the response came over (hyper-util's
+//! `HttpInfo`; reqwest's `remote_addr`).
 //!
 //! Metrics: `http.client.request.duration` (s) with `http.request.method`,
 //! `server.address`, `server.port`, `http.response.status_code`, `error.type`,

@@ -160,15 +160,18 @@ impl ClientRecord {
     }
 
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
-        self.on_response_parts(res.status(), res.version(), res.headers());
+        self.on_response_parts(res.status(), res.version(), res.headers(), res.extensions());
     }
 
-    /// The response arrived: its status, version and captured headers.
+    /// The response arrived: its status, version, captured headers, and the address of
+    /// the peer it came from, where the client tells it (hyper-util's `HttpInfo`, with
+    /// the `hyper-util` feature).
     pub(crate) fn on_response_parts(
         &mut self,
         status: StatusCode,
         version: http::Version,
         headers: &http::HeaderMap,
+        #[allow(unused_variables)] extensions: &http::Extensions,
     ) {
         self.status = Some(status);
         self.version = attributes::protocol_version(version);
@@ -182,6 +185,15 @@ impl ClientRecord {
         ));
         if let Some(version) = self.version {
             span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+        }
+        #[cfg(feature = "hyper-util")]
+        if let Some(info) = extensions.get::<hyper_util::client::legacy::connect::HttpInfo>() {
+            let peer = info.remote_addr();
+            span.set_attribute(KeyValue::new(
+                NETWORK_PEER_ADDRESS,
+                Value::String(StringValue::from(peer.ip().to_string())),
+            ));
+            span.set_attribute(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
         }
         if !self.shared.config.response_headers.is_empty() {
             span.set_attributes(attributes::captured_headers(
@@ -202,6 +214,17 @@ impl ClientRecord {
 
     /// Ends the span and records the metrics. `error` is the error type of a failure.
     pub(crate) fn finish(self, error: Option<&'static str>, response_bytes: Option<u64>) {
+        self.finish_described(error, None, response_bytes);
+    }
+
+    /// Ends the span and records the metrics, with the failure's own description (its
+    /// messages) when there is one.
+    pub(crate) fn finish_described(
+        self,
+        error: Option<&'static str>,
+        description: Option<String>,
+        response_bytes: Option<u64>,
+    ) {
         let elapsed = self.start.elapsed();
         let error_status = self
             .status
@@ -210,10 +233,10 @@ impl ClientRecord {
             error.or_else(|| error_status.map(|s| attributes::status_code_str(s.as_u16())));
 
         // An error status code explains itself; a transport or body error says so.
-        let description = if error.is_some() {
-            "request failed"
-        } else {
-            ""
+        let description: std::borrow::Cow<'static, str> = match (error, description) {
+            (Some(_), Some(message)) => message.into(),
+            (Some(_), None) => "request failed".into(),
+            (None, _) => "".into(),
         };
         telemetry::end_span(
             self.cx.as_ref(),

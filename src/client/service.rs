@@ -41,6 +41,7 @@ impl<S: fmt::Debug> fmt::Debug for OtelClient<S> {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for OtelClient<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: 'static,
     ReqB: Body,
     ResB: Body,
 {

@@ -64,14 +64,18 @@ where
             return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let config = &shared.config;
+        let mut req = req;
         // An `OtelLayer` outside already records this request (an app-wide layer around
-        // a router that has its own): one span and one set of points per request.
-        if req.extensions().get::<Recorded>().is_some() {
+        // a router that has its own): one span and one set of points per request. One
+        // map operation marks the request and says whether it was marked.
+        if req.extensions_mut().insert(Recorded).is_some() {
             return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         if let Some(excluded) = &config.excluded_paths {
             let path = request_uri(&req).path();
             if excluded.iter().any(|p| p.matches(path)) {
+                // Not recorded here: an `OtelLayer` inside may record it.
+                req.extensions_mut().remove::<Recorded>();
                 return ResponseFuture::new(
                     self.inner.call(req),
                     FutureGuard::entering(None).left(),
@@ -80,22 +84,20 @@ where
         }
         let mut public = false;
         let req = if config.filter.is_some() || config.public_endpoint.is_some() {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let recorded = config.filter.as_ref().map_or(true, |f| f(&parts));
             public = config.public_endpoint.as_ref().is_some_and(|p| p(&parts));
-            let req = Request::from_parts(parts, body);
             if !recorded {
+                parts.extensions.remove::<Recorded>();
                 return ResponseFuture::new(
-                    self.inner.call(req),
+                    self.inner.call(Request::from_parts(parts, body)),
                     FutureGuard::entering(None).left(),
                 );
             }
-            req
+            Request::from_parts(parts, body)
         } else {
             req
         };
-        let mut req = req;
-        req.extensions_mut().insert(Recorded);
         // Boxed: the future and the body stay small, which every move of them pays for.
         let guard =
             FutureGuard::entering(Some(Box::new(ServerRecord::start(shared, &req, public))));
