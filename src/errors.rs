@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn a_timeout_anywhere_in_the_chain_wins() {
-        let err = Outer(io::Error::new(io::ErrorKind::TimedOut, "deadline has elapsed"));
+        let err = Outer(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "deadline has elapsed",
+        ));
         assert_eq!(classify(&err), Some(TIMEOUT));
         let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
         assert_eq!(transport_failure(&reset).0, CONNECTION_RESET);

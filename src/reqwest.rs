@@ -303,9 +303,7 @@ fn error_type(err: &reqwest_middleware::Error) -> &'static str {
     match err {
         reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => errors::TIMEOUT,
         reqwest_middleware::Error::Reqwest(e) if e.is_connect() => errors::CONNECT,
-        reqwest_middleware::Error::Reqwest(e) => {
-            errors::classify(e).unwrap_or("reqwest::Error")
-        }
+        reqwest_middleware::Error::Reqwest(e) => errors::classify(e).unwrap_or("reqwest::Error"),
         reqwest_middleware::Error::Middleware(_) => "reqwest_middleware::Error",
     }
 }

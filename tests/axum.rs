@@ -252,3 +252,64 @@ async fn nested_router_with_outer_layer_records_the_full_template() {
         Some(s("/api/users/{id}"))
     );
 }
+
+/// Sends `chunks` as a chunked request body (no `Content-Length`) over a raw connection.
+async fn post_chunked(addr: SocketAddr, path: &str, chunks: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    for chunk in chunks {
+        req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    req.push_str("0\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn chunked_uploads_count_the_bytes_read() {
+    let t = Telemetry::new();
+    let upload = || axum::routing::post(|body: bytes::Bytes| async move { body.len().to_string() });
+    let app = Router::new()
+        .route("/chunked", upload())
+        .route("/declared", upload())
+        .layer(t.server().build());
+    let addr = serve_axum(app).await;
+    // 5 + 11 + 1000 bytes, with no declared length.
+    let big = "z".repeat(1000);
+    let response = post_chunked(addr, "/chunked", &["hello", " world, and", &big]).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("1016"), "{response}");
+    // A declared length is taken as it is.
+    let (parts, body, _) = send_from(
+        addr,
+        http::Request::post("/declared")
+            .header("host", "x")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"0123456789",
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "10");
+
+    t.wait_spans(2).await;
+    let mut sizes: Vec<(Option<Value>, u64, u64)> = t
+        .u64_histogram("http.server.request.body.size")
+        .iter()
+        .map(|p| (attr(p.attributes(), "http.route"), p.count(), p.sum()))
+        .collect();
+    sizes.sort_by_key(|(_, _, sum)| *sum);
+    assert_eq!(
+        sizes,
+        [
+            (Some(s("/declared")), 1, 10),
+            (Some(s("/chunked")), 1, 1016)
+        ]
+    );
+}

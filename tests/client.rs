@@ -245,7 +245,10 @@ async fn refused_connection_is_an_error_without_status_code() {
         unreachable!()
     };
     if cfg!(feature = "hyper-util") {
-        assert!(description.starts_with("client error (Connect): "), "{description}");
+        assert!(
+            description.starts_with("client error (Connect): "),
+            "{description}"
+        );
         assert!(description.contains("refused"), "{description}");
     } else {
         assert_eq!(description, "request failed");

@@ -99,13 +99,18 @@
 //! `http.server.active_requests`. Their attributes are `http.request.method`,
 //! `url.scheme`, `http.response.status_code`, `http.route`, `error.type`,
 //! `network.protocol.version`, and opt-in `server.address`/`server.port`; never the
-//! path, query, client or user agent. The request body size is the body's exact size
-//! hint, i.e. its declared `Content-Length` (the request type is kept as it is, so that
-//! `Router::layer` works, which leaves no place to count frames): hyper enforces it for
-//! a body that is read, but a body the handler rejects unread still counts its declared
-//! length. Chunked request bodies of unknown length, and requests without a body (a
-//! plain GET), record no point. The response body size counts the bytes that pass, HEAD/204/304 included
-//! (as 0).
+//! path, query, client or user agent.
+//!
+//! The request body size, `http.server.request.body.size`:
+//!
+//! | request body | what is recorded |
+//! |---|---|
+//! | a declared `Content-Length` (the body's exact size hint) | that length: hyper enforces it for a body that is read, but a body the handler rejects unread still counts it |
+//! | no declared length (chunked), axum's `Body` (`Router::layer`, or any service that takes `Request<axum::body::Body>`), `axum` feature | the bytes the handler read: the body is re-wrapped, still an `axum::body::Body`, and counted as it is read (Go's `otelhttp` counts the same way) |
+//! | no declared length, any other body type | no point: the layer keeps the request type as it is (so that `Router::layer` and hyper services keep working), which leaves it no way to count |
+//! | no body (a plain GET) | no point |
+//!
+//! The response body size counts the bytes that pass, HEAD/204/304 included (as 0).
 //!
 //! # Sampling
 //!
@@ -152,6 +157,8 @@
 //! the response future dropped before a response. The duration metric equals the span's
 //! duration to the nanosecond.
 
+#[cfg(feature = "axum")]
+mod count;
 mod future;
 mod layer;
 pub(crate) mod record;

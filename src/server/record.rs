@@ -53,6 +53,9 @@ pub(crate) struct ServerRecord {
     /// `server.address`/`server.port` for the metrics, when opted in.
     server_address: Option<(StringValue, Option<u16>)>,
     request_body_size: Option<u64>,
+    /// The bytes of a request body of unknown length, counted as they are read.
+    #[cfg(feature = "axum")]
+    request_body_counter: Option<super::count::Counter>,
     status: Option<StatusCode>,
     head: bool,
 }
@@ -222,6 +225,8 @@ impl ServerRecord {
             route,
             server_address,
             request_body_size,
+            #[cfg(feature = "axum")]
+            request_body_counter: None,
             status: None,
             head: req.method() == http::Method::HEAD,
         };
@@ -229,6 +234,31 @@ impl ServerRecord {
             active.add(1, record.active_attributes().as_slice());
         }
         record
+    }
+
+    /// With the `axum` feature: an axum request body of unknown length (a chunked
+    /// upload) is re-wrapped, still an `axum::body::Body`, so that the bytes the handler
+    /// reads are counted; only when the request body size is recorded.
+    #[cfg(feature = "axum")]
+    pub(crate) fn count_request_body<B: 'static>(&mut self, mut req: Request<B>) -> Request<B> {
+        let recorded = self
+            .shared
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.request_size.is_some());
+        if recorded && self.request_body_size.is_none() {
+            self.request_body_counter = super::count::count_axum_body(req.body_mut());
+        }
+        req
+    }
+
+    /// The request body's size: its declared length, else the bytes counted.
+    fn request_body_size(&self) -> Option<u64> {
+        #[cfg(feature = "axum")]
+        if let Some(counter) = &self.request_body_counter {
+            return Some(counter.get());
+        }
+        self.request_body_size
     }
 
     pub(crate) fn context(&self) -> Option<&Context> {
@@ -362,7 +392,7 @@ impl ServerRecord {
         metrics.record(
             attrs,
             elapsed.as_secs_f64(),
-            self.request_body_size,
+            self.request_body_size(),
             response_bytes,
         );
         if let Some(active) = &metrics.active {

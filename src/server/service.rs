@@ -46,7 +46,7 @@ impl<S: fmt::Debug> fmt::Debug for Otel<S> {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Otel<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ReqB: Body,
+    ReqB: Body + 'static,
     ResB: Body,
 {
     type Response = Response<ResponseBody<ResB>>;
@@ -99,8 +99,11 @@ where
             req
         };
         // Boxed: the future and the body stay small, which every move of them pays for.
-        let guard =
-            FutureGuard::entering(Some(Box::new(ServerRecord::start(shared, &req, public))));
+        #[allow(unused_mut)] // mutated with the `axum` feature
+        let mut record = Box::new(ServerRecord::start(shared, &req, public));
+        #[cfg(feature = "axum")]
+        let req = record.count_request_body(req);
+        let guard = FutureGuard::entering(Some(record));
         // Handlers that run inside `call` see the span too.
         let future = match guard.record().and_then(|record| record.context()) {
             Some(cx) => {

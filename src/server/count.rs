@@ -1,0 +1,75 @@
+//! Counting the request body's bytes where the server layer can re-wrap the body
+//! without changing the request's type: axum's `Body` (with the `axum` feature).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// The bytes of a request body read so far, shared between the body and the record.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Re-wraps an axum request body of unknown length so that its bytes are counted as the
+/// handler reads them; `None` for any other body type, or a body with nothing to read.
+pub(crate) fn count_axum_body<B: 'static>(body: &mut B) -> Option<Counter> {
+    let body = (body as &mut dyn std::any::Any).downcast_mut::<axum::body::Body>()?;
+    if body.is_end_stream() {
+        return None;
+    }
+    let counter = Counter::default();
+    let inner = std::mem::take(body);
+    *body = axum::body::Body::new(Counting {
+        inner,
+        counter: counter.clone(),
+    });
+    Some(counter)
+}
+
+pin_project! {
+    /// A pass-through body that adds the length of each data frame to a counter.
+    struct Counting<B> {
+        #[pin]
+        inner: B,
+        counter: Counter,
+    }
+}
+
+impl<B: Body> Body for Counting<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let result = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &result {
+            if let Some(data) = frame.data_ref() {
+                let n = bytes::Buf::remaining(data) as u64;
+                this.counter.0.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
