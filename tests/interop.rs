@@ -797,6 +797,9 @@ fn assert_our_client_span(span: &SpanData, server: &PythonServer, url: &str) {
             ("http.response.status_code", Value::I64(200)),
             // wsgiref answers `HTTP/1.0`.
             ("network.protocol.version", s("1.0")),
+            // The connection the response came over (`hyper-util` feature).
+            ("network.peer.address", s("127.0.0.1")),
+            ("network.peer.port", port_value(server.addr)),
         ])
     );
 }
