@@ -9,9 +9,6 @@ use std::task::{Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::client::record::ClientRecord;
-use crate::server::record::ServerRecord;
-
 pin_project! {
     /// The response body of [`Otel`](crate::server::Otel) and
     /// [`OtelClient`](crate::client::OtelClient): the inner body, untouched, with the same
@@ -103,7 +100,10 @@ impl<B: Body> Body for ResponseBody<B> {
                     if this.inner.is_end_stream() {
                         this.guard.finish(BodyEnd::Complete);
                     }
-                } else if frame.is_trailers() {
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(record) = this.guard.record.as_mut() {
+                        record.trailers(trailers);
+                    }
                     this.guard.finish(BodyEnd::Complete);
                 }
             }
@@ -149,30 +149,26 @@ pub(crate) enum BodyEnd {
     Panic,
 }
 
-/// The per-request state of whichever side made the body.
-pub(crate) enum Record {
-    Server(Box<ServerRecord>),
-    Client(Box<ClientRecord>),
-}
-
-impl Record {
-    /// The context to make current while the body is polled: the server span, under
-    /// which a streaming body's user code runs. A client body is polled by the caller,
-    /// in the caller's own context.
+/// What a kind of call (a server request, a client request, ...) records when its
+/// response body ends. The body knows no side: it says how the body ended, once, and the
+/// record says what that means for its span and metrics.
+pub(crate) trait CallRecord: Send + Sync + 'static {
+    /// The context to make current while the body is polled: a server span, under which
+    /// a streaming body's user code runs. A client body is polled by the caller, in the
+    /// caller's own context (the default).
     fn context(&self) -> Option<&opentelemetry::Context> {
-        match self {
-            Self::Server(r) => r.context(),
-            Self::Client(_) => None,
-        }
+        None
     }
 
-    fn finish(self, end: BodyEnd, bytes: u64) {
-        match self {
-            Self::Server(r) => (*r).finish_body(end, bytes),
-            Self::Client(r) => (*r).finish_body(end, bytes),
-        }
-    }
+    /// The body's trailers went by (before it ends with [`BodyEnd::Complete`]).
+    fn trailers(&mut self, _trailers: &http::HeaderMap) {}
+
+    /// The body ended, `bytes` of data having passed.
+    fn finish(self: Box<Self>, end: BodyEnd, bytes: u64);
 }
+
+/// The per-request state of whichever kind of call made the body.
+pub(crate) type Record = Box<dyn CallRecord>;
 
 /// Owns the record outside the pinned body so that `Drop` needs no `PinnedDrop`, and
 /// finishes it exactly once (`Option::take`).

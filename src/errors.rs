@@ -24,6 +24,9 @@ pub(crate) const CONNECTION_CLOSED: &str = "connection_closed";
 /// `error.type` when the connection was reset.
 pub(crate) const CONNECTION_RESET: &str = "connection_reset";
 
+/// `error.type` of a call whose inner service, or response body, panicked.
+pub(crate) const PANIC: &str = "panic";
+
 type BoxError = Box<dyn Error + Send + Sync>;
 
 /// The `error.type` and the status description of a failed call whose error is `err`.

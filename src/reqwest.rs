@@ -124,7 +124,6 @@ use http::{Extensions, Uri};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::body::Record;
 use crate::client::future::FutureGuard;
 use crate::client::record::{ClientRecord, RequestParts};
 use crate::client::{OtelClientLayer, OtelClientLayerBuilder};
@@ -287,13 +286,7 @@ fn follow_body(res: Response, record: Box<ClientRecord>) -> Response {
     Response::from(res.map(|body| {
         // The caller may stop reading at any point: a dropped body is the end, not an
         // abort.
-        reqwest::Body::wrap(ResponseBody::new(
-            body,
-            Record::Client(record),
-            None,
-            true,
-            ended,
-        ))
+        reqwest::Body::wrap(ResponseBody::new(body, record, None, true, ended))
     }))
 }
 

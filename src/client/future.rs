@@ -8,7 +8,6 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::record::ClientRecord;
-use crate::body::Record;
 use crate::guard::{EndEarly, RequestGuard};
 use crate::ResponseBody;
 
@@ -67,9 +66,7 @@ where
                 let body = match guard.take() {
                     // The caller may stop reading at any point: a dropped body is the end,
                     // not an abort, so no declared length is needed.
-                    Some(record) => {
-                        ResponseBody::new(body, Record::Client(record), None, true, ended)
-                    }
+                    Some(record) => ResponseBody::new(body, record, None, true, ended),
                     None => ResponseBody::passthrough(body),
                 };
                 Ok(Response::from_parts(parts, body))
@@ -92,6 +89,6 @@ impl EndEarly for Box<ClientRecord> {
     /// Dropped before a response: a cancellation the caller chose, so not an error; a
     /// panic is one.
     fn end_early(self, panicked: bool) {
-        (*self).finish(panicked.then_some(crate::server::record::ERROR_PANIC), None);
+        (*self).finish(panicked.then_some(crate::errors::PANIC), None);
     }
 }

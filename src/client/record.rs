@@ -11,7 +11,7 @@ use opentelemetry::{Context, KeyValue, StringValue, Value};
 use super::layer::ClientShared;
 use super::{ParentContext, ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
-use crate::body::BodyEnd;
+use crate::body::{BodyEnd, CallRecord};
 use crate::semconv::*;
 use crate::telemetry;
 
@@ -203,12 +203,12 @@ impl ClientRecord {
         }
     }
 
-    pub(crate) fn finish_body(self, end: BodyEnd, bytes: u64) {
+    fn finish_body(self, end: BodyEnd, bytes: u64) {
         match end {
             // The caller chose to stop reading: not an error.
             BodyEnd::Complete | BodyEnd::Aborted => self.finish(None, Some(bytes)),
             BodyEnd::Error(type_name) => self.finish(Some(type_name), Some(bytes)),
-            BodyEnd::Panic => self.finish(Some(crate::server::record::ERROR_PANIC), Some(bytes)),
+            BodyEnd::Panic => self.finish(Some(crate::errors::PANIC), Some(bytes)),
         }
     }
 
@@ -312,6 +312,12 @@ impl ClientRecord {
             ));
         }
         attrs
+    }
+}
+
+impl CallRecord for ClientRecord {
+    fn finish(self: Box<Self>, end: BodyEnd, bytes: u64) {
+        (*self).finish_body(end, bytes);
     }
 }
 

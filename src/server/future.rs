@@ -8,7 +8,6 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::record::{Early, ServerRecord};
-use crate::body::Record;
 use crate::guard::{EndEarly, RequestGuard};
 use crate::ResponseBody;
 
@@ -78,9 +77,7 @@ where
                     .unwrap_or((None, false, false));
                 let (parts, body) = res.into_parts();
                 let body = match guard.take() {
-                    Some(record) => {
-                        ResponseBody::new(body, Record::Server(record), expected, bodiless, ended)
-                    }
+                    Some(record) => ResponseBody::new(body, record, expected, bodiless, ended),
                     None => ResponseBody::passthrough(body),
                 };
                 Ok(Response::from_parts(parts, body))

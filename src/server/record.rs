@@ -15,7 +15,7 @@ use opentelemetry::{Context, KeyValue, StringValue, Value};
 use super::layer::Shared;
 use super::PeerAddr;
 use crate::attributes::{self, Attrs, MethodLabel};
-use crate::body::BodyEnd;
+use crate::body::{BodyEnd, CallRecord};
 use crate::semconv::*;
 use crate::telemetry;
 use crate::HttpRoute;
@@ -35,8 +35,6 @@ pub(crate) enum Early {
 pub(crate) const ERROR_CANCELLED: &str = "request_cancelled";
 /// `error.type` of a response body dropped before its end.
 pub(crate) const ERROR_BODY_ABORTED: &str = "response_body_aborted";
-/// `error.type` of a request whose inner service panicked.
-pub(crate) const ERROR_PANIC: &str = "panic";
 
 pub(crate) struct ServerRecord {
     shared: Arc<Shared>,
@@ -317,7 +315,7 @@ impl ServerRecord {
             })
     }
 
-    pub(crate) fn finish_body(self, end: BodyEnd, bytes: u64) {
+    fn finish_body(self, end: BodyEnd, bytes: u64) {
         let (error, description) = match end {
             BodyEnd::Complete => (None, ""),
             BodyEnd::Error(type_name) => (Some(type_name), "response body failed"),
@@ -325,7 +323,7 @@ impl ServerRecord {
                 Some(ERROR_BODY_ABORTED),
                 "response body dropped before its end",
             ),
-            BodyEnd::Panic => (Some(ERROR_PANIC), "response body panicked"),
+            BodyEnd::Panic => (Some(crate::errors::PANIC), "response body panicked"),
         };
         self.finish(error, description, Some(bytes));
     }
@@ -334,7 +332,7 @@ impl ServerRecord {
         let (error, description) = match why {
             Early::ServiceError(type_name) => (type_name, "service returned an error"),
             Early::Cancelled => (ERROR_CANCELLED, "request cancelled before a response"),
-            Early::Panic => (ERROR_PANIC, "service panicked"),
+            Early::Panic => (crate::errors::PANIC, "service panicked"),
         };
         self.finish(Some(error), description, None);
     }
@@ -454,6 +452,16 @@ pub(crate) fn request_uri<B>(req: &Request<B>) -> &http::Uri {
         return uri;
     }
     req.uri()
+}
+
+impl CallRecord for ServerRecord {
+    fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
+    }
+
+    fn finish(self: Box<Self>, end: BodyEnd, bytes: u64) {
+        (*self).finish_body(end, bytes);
+    }
 }
 
 /// The peer's socket address: our [`PeerAddr`], or axum's `ConnectInfo<SocketAddr>`.
