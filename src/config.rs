@@ -14,6 +14,7 @@ use http::header::HeaderName;
 use http::Method;
 
 use crate::attributes::{CapturedHeader, KnownMethods};
+use crate::enrich::Enrichment;
 use crate::semconv;
 use crate::telemetry::Side;
 
@@ -59,6 +60,7 @@ pub(crate) struct Options {
     pub(crate) active_requests: bool,
     /// `None`: the side's default.
     pub(crate) body_size_metrics: Option<bool>,
+    pub(crate) enrichment: Enrichment,
 }
 
 /// The shared options, checked and completed from the environment.
@@ -70,6 +72,7 @@ pub(crate) struct Common {
     pub(crate) sensitive_query_keys: Box<[Cow<'static, str>]>,
     pub(crate) active_requests: bool,
     pub(crate) body_size_metrics: bool,
+    pub(crate) enrichment: Enrichment,
 }
 
 impl Options {
@@ -79,9 +82,16 @@ impl Options {
     pub(crate) fn resolve(
         self,
         side: Side,
+        traces: bool,
         metrics: bool,
         body_sizes_by_default: bool,
     ) -> Result<Common, Misconfigured> {
+        if !traces && self.enrichment.record_exception {
+            return Err(Misconfigured::new(
+                "record_exception",
+                "is on, but the layer makes no spans",
+            ));
+        }
         if !metrics {
             if self.active_requests {
                 return Err(Misconfigured::new(
@@ -173,6 +183,7 @@ impl Options {
             sensitive_query_keys,
             active_requests: self.active_requests,
             body_size_metrics: metrics && self.body_size_metrics.unwrap_or(body_sizes_by_default),
+            enrichment: self.enrichment,
         })
     }
 }
@@ -395,7 +406,9 @@ mod tests {
     }
 
     fn problem(options: Options, metrics: bool) -> String {
-        let err = options.resolve(Side::Server, metrics, true).unwrap_err();
+        let err = options
+            .resolve(Side::Server, true, metrics, true)
+            .unwrap_err();
         format!("the `{}` option {}", err.option, err.problem)
     }
 

@@ -40,6 +40,12 @@ pub(crate) fn transport_failure<E: 'static>(err: &E) -> (&'static str, Option<St
     }
 }
 
+/// The messages of `err` and its sources, where its type is one this module can see
+/// through.
+pub(crate) fn message<E: 'static>(err: &E) -> Option<String> {
+    as_error(err).map(describe)
+}
+
 /// `err` as an `std::error::Error`, where its type is one this module can see through.
 fn as_error<E: 'static>(err: &E) -> Option<&(dyn Error + 'static)> {
     let any = err as &dyn Any;

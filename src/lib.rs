@@ -123,6 +123,7 @@ mod body;
 mod bound;
 pub mod client;
 mod config;
+pub mod enrich;
 mod errors;
 mod guard;
 mod macros;
@@ -137,6 +138,7 @@ mod telemetry;
 
 pub use body::ResponseBody;
 pub use client::{OtelClient, OtelClientLayer, OtelClientLayerBuilder, ResendCount, UrlTemplate};
+pub use enrich::Labeler;
 pub use route::{HttpRoute, HttpRouteLayer, HttpRouteService};
 pub use server::{Otel, OtelLayer, OtelLayerBuilder, PeerAddr};
 

@@ -169,6 +169,49 @@ macro_rules! define_common_builder_methods {
             self
         }
 
+        /// Calls `hook` once per request, when its span starts, with the request's
+        /// [`RequestParts`](crate::enrich::RequestParts): the attributes it adds are on
+        /// the span from its start (a sampler sees them) and, those added with
+        /// [`Attributes::metric`](crate::enrich::Attributes::metric), on the request's
+        /// metric points. Bounded, and a panic is caught: see [`enrich`](crate::enrich).
+        pub fn on_request<F>(mut self, hook: F) -> Self
+        where
+            F: Fn(&crate::enrich::RequestParts<'_>, &mut crate::enrich::Attributes)
+                + Send
+                + Sync
+                + 'static,
+        {
+            self.options.enrichment.on_request = Some(std::sync::Arc::new(hook));
+            self
+        }
+
+        /// Calls `hook` once per request, when the response head arrives, with the
+        /// response's [`ResponseParts`](crate::enrich::ResponseParts) (status, headers,
+        /// extensions): its attributes go on the span and, those added with
+        /// [`Attributes::metric`](crate::enrich::Attributes::metric), on the request's
+        /// metric points. Bounded, and a panic is caught: see [`enrich`](crate::enrich).
+        pub fn on_response<F>(mut self, hook: F) -> Self
+        where
+            F: Fn(&crate::enrich::ResponseParts<'_>, &mut crate::enrich::Attributes)
+                + Send
+                + Sync
+                + 'static,
+        {
+            self.options.enrichment.on_response = Some(std::sync::Arc::new(hook));
+            self
+        }
+
+        /// Adds an `exception` event (`exception.type`, `exception.message`) to the span
+        /// of a request that fails with an error (not a status code): a service or
+        /// transport error, a body error, a panic. Off by default (the error is on the
+        /// span already, as `error.type` and the status description).
+        ///
+        /// `build()` panics if it is on and [`traces`](Self::traces) is off.
+        pub fn record_exception(mut self, enable: bool) -> Self {
+            self.options.enrichment.record_exception = enable;
+            self
+        }
+
         /// Records the `active_requests` up-down counter (off by default).
         ///
         /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.

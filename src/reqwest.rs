@@ -125,7 +125,7 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::client::future::FutureGuard;
-use crate::client::record::{ClientRecord, RequestParts};
+use crate::client::record::{ClientRecord, OutgoingParts};
 use crate::client::{OtelClientLayer, OtelClientLayerBuilder};
 use crate::ResponseBody;
 
@@ -227,9 +227,20 @@ impl Middleware for OtelMiddleware {
         let request_body_size = req.body().and_then(crate::attributes::request_body_size);
         let uri = to_uri(req.url());
         let method = req.method().clone();
+        if let Some(filter) = &shared.config.filter {
+            let parts = crate::enrich::RequestParts {
+                method: &method,
+                uri: &uri,
+                headers: req.headers(),
+                extensions,
+            };
+            if !filter(&parts) {
+                return next.run(req, extensions);
+            }
+        }
         let record = ClientRecord::start_parts(
             shared,
-            RequestParts {
+            OutgoingParts {
                 method: &method,
                 uri: &uri,
                 headers: req.headers_mut(),

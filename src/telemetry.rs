@@ -396,13 +396,25 @@ pub(crate) fn end_span(
     elapsed: std::time::Duration,
     error_type: Option<&'static str>,
     description: impl Into<std::borrow::Cow<'static, str>>,
+    exception: bool,
 ) {
     let (Some(cx), Some(span_start)) = (cx, span_start) else {
         return;
     };
     let span = cx.span();
     if let Some(error_type) = error_type {
+        let description = description.into();
         span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, error_type));
+        if exception {
+            span.add_event_with_timestamp(
+                "exception",
+                span_start + elapsed,
+                vec![
+                    KeyValue::new("exception.type", error_type),
+                    KeyValue::new("exception.message", description.clone()),
+                ],
+            );
+        }
         span.set_status(opentelemetry::trace::Status::error(description));
     }
     span.end_with_timestamp(span_start + elapsed);

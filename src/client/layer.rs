@@ -6,6 +6,7 @@ use tower_layer::Layer;
 
 use super::OtelClient;
 use crate::config::{Common, Options};
+use crate::enrich::RequestParts;
 use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP client CLIENT spans, context propagation and request
@@ -67,6 +68,7 @@ impl<S> Layer<S> for OtelClientLayer {
 pub struct OtelClientLayerBuilder<Output = OtelClientLayer> {
     sources: Sources,
     options: Options,
+    filter: Option<ClientFilter>,
     output: PhantomData<fn() -> Output>,
 }
 
@@ -75,10 +77,13 @@ impl<Output> Default for OtelClientLayerBuilder<Output> {
         Self {
             sources: Sources::default(),
             options: Options::default(),
+            filter: None,
             output: PhantomData,
         }
     }
 }
+
+type ClientFilter = Arc<dyn Fn(&RequestParts<'_>) -> bool + Send + Sync>;
 
 impl<Output> OtelClientLayerBuilder<Output> {
     crate::macros::define_common_builder_methods!();
@@ -89,6 +94,25 @@ impl<Output> OtelClientLayerBuilder<Output> {
     /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.
     pub fn body_size_metrics(mut self, enable: bool) -> Self {
         self.options.body_size_metrics = Some(enable);
+        self
+    }
+
+    /// Records only the requests for which `filter` returns `true`, given the request's
+    /// [`RequestParts`] (`parts.uri`, `parts.method`, `parts.headers`,
+    /// `parts.extensions`); the others are sent with no span, no metrics, and their
+    /// headers untouched.
+    ///
+    /// ```
+    /// # use tower_otel_http::OtelClientLayer;
+    /// let layer = OtelClientLayer::builder()
+    ///     .filter(|parts| parts.uri.path() != "/health")
+    ///     .build();
+    /// ```
+    pub fn filter<F>(mut self, filter: F) -> Self
+    where
+        F: Fn(&RequestParts<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.filter = Some(Arc::new(filter));
         self
     }
 }
@@ -108,18 +132,23 @@ impl<Output: From<OtelClientLayer>> OtelClientLayerBuilder<Output> {
     #[track_caller]
     pub fn build(self) -> Output {
         let metrics = !self.sources.metrics_disabled();
-        let common = match self.options.resolve(Side::Client, metrics, false) {
+        let traces = !self.sources.traces_disabled();
+        let common = match self.options.resolve(Side::Client, traces, metrics, false) {
             Ok(common) => common,
             Err(misconfigured) => misconfigured.panic(),
         };
         let (body_sizes, active) = (common.body_size_metrics, common.active_requests);
+        let config = ClientConfig {
+            common,
+            filter: self.filter,
+        };
         Output::from(OtelClientLayer {
             shared: Arc::new(ClientShared::new(
                 self.sources,
                 Side::Client,
                 body_sizes,
                 active,
-                common,
+                config,
             )),
         })
     }
@@ -134,4 +163,32 @@ impl<Output> fmt::Debug for OtelClientLayerBuilder<Output> {
 }
 
 /// What the client's services share.
-pub(crate) type ClientShared = telemetry::Shared<Common>;
+pub(crate) type ClientShared = telemetry::Shared<ClientConfig>;
+
+pub(crate) struct ClientConfig {
+    pub(crate) common: Common,
+    pub(crate) filter: Option<ClientFilter>,
+}
+
+impl ClientConfig {
+    /// Whether the filter, if any, lets `req` be recorded.
+    pub(crate) fn records<B>(&self, req: &http::Request<B>) -> bool {
+        self.filter.as_ref().map_or(true, |filter| {
+            filter(&RequestParts {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                extensions: req.extensions(),
+            })
+        })
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("common", &self.common)
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}

@@ -12,6 +12,7 @@ use super::layer::ClientShared;
 use super::{ParentContext, ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
+use crate::enrich::{self, Extra, Labeler, RequestParts, ResponseParts};
 use crate::semconv::*;
 use crate::telemetry;
 
@@ -28,6 +29,12 @@ pub(crate) struct ClientRecord {
     request_body_size: Option<u64>,
     status: Option<StatusCode>,
     version: Option<&'static str>,
+    /// The user's metric attributes (hooks, labels).
+    extra: Extra,
+    /// The labeler the caller attached to the request.
+    labeler: Option<Labeler>,
+    /// A labeler in the response's extensions.
+    response_labeler: Option<Labeler>,
 }
 
 impl ClientRecord {
@@ -38,7 +45,7 @@ impl ClientRecord {
     ) -> (Self, Request<B>) {
         let request_body_size = attributes::request_body_size(req.body());
         let (mut parts, body) = req.into_parts();
-        let record = Self::start_parts(shared, RequestParts::of(&mut parts), request_body_size);
+        let record = Self::start_parts(shared, OutgoingParts::of(&mut parts), request_body_size);
         (record, Request::from_parts(parts, body))
     }
 
@@ -47,12 +54,12 @@ impl ClientRecord {
     #[allow(clippy::needless_pass_by_value)] // a bundle of borrows, consumed by design
     pub(crate) fn start_parts(
         shared: &Arc<ClientShared>,
-        req: RequestParts<'_>,
+        req: OutgoingParts<'_>,
         request_body_size: Option<u64>,
     ) -> Self {
         let start = Instant::now();
         let config = &shared.config;
-        let method = config.known_methods.label(req.method);
+        let method = config.common.known_methods.label(req.method);
         let host_header = attributes::header_str(req.headers, &http::header::HOST);
         let authority = req.uri.authority().map(|a| a.as_str()).or(host_header);
         let (server_address, server_port) = match authority.and_then(attributes::split_host_port) {
@@ -63,6 +70,17 @@ impl ClientRecord {
             None => (None, None),
         };
         let template = req.extensions.get::<UrlTemplate>().cloned();
+        let enrichment = &config.common.enrichment;
+        // Before the context is injected: the caller's headers.
+        let hooked = enrichment.on_request.as_ref().map(|hook| {
+            let parts = RequestParts {
+                method: req.method,
+                uri: req.uri,
+                headers: req.headers,
+                extensions: req.extensions,
+            };
+            enrich::run_hook("on_request", |attributes| hook(&parts, attributes))
+        });
 
         let mut span_start = None;
         let cx = match &shared.tracer {
@@ -80,7 +98,7 @@ impl ClientRecord {
                     }
                     attrs.push(KeyValue::new(
                         URL_FULL,
-                        url_full(req.uri, host_header, &config.sensitive_query_keys),
+                        url_full(req.uri, host_header, &config.common.sensitive_query_keys),
                     ));
                     if let Some(address) = &server_address {
                         attrs.push(KeyValue::new(
@@ -104,8 +122,11 @@ impl ClientRecord {
                     }
                     attrs.extend(attributes::captured_headers(
                         req.headers,
-                        &config.request_headers,
+                        &config.common.request_headers,
                     ));
+                    if let Some(hooked) = &hooked {
+                        attrs.extend(hooked.for_span());
+                    }
                     attrs
                 };
                 let name = method.span_name(template.as_ref().map(|t| t.0.as_str()));
@@ -152,7 +173,14 @@ impl ClientRecord {
             request_body_size,
             status: None,
             version: None,
+            extra: Extra::default(),
+            labeler: req.extensions.get::<Labeler>().cloned(),
+            response_labeler: None,
         };
+        let mut record = record;
+        if let Some(hooked) = hooked {
+            record.extra.add_hook(hooked);
+        }
         if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
             active.add(1, record.active_attributes().as_slice());
         }
@@ -171,10 +199,24 @@ impl ClientRecord {
         status: StatusCode,
         version: http::Version,
         headers: &http::HeaderMap,
-        #[allow(unused_variables)] extensions: &http::Extensions,
+        extensions: &http::Extensions,
     ) {
         self.status = Some(status);
         self.version = attributes::protocol_version(version);
+        self.response_labeler = extensions.get::<Labeler>().cloned();
+        if let Some(hook) = &self.shared.config.common.enrichment.on_response {
+            let parts = ResponseParts {
+                status,
+                version,
+                headers,
+                extensions,
+            };
+            let hooked = enrich::run_hook("on_response", |attributes| hook(&parts, attributes));
+            if let Some(cx) = &self.cx {
+                cx.span().set_attributes(hooked.for_span());
+            }
+            self.extra.add_hook(hooked);
+        }
         let Some(cx) = &self.cx else {
             return;
         };
@@ -195,10 +237,10 @@ impl ClientRecord {
             ));
             span.set_attribute(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
         }
-        if !self.shared.config.response_headers.is_empty() {
+        if !self.shared.config.common.response_headers.is_empty() {
             span.set_attributes(attributes::captured_headers(
                 headers,
-                &self.shared.config.response_headers,
+                &self.shared.config.common.response_headers,
             ));
         }
     }
@@ -220,7 +262,7 @@ impl ClientRecord {
     /// Ends the span and records the metrics, with the failure's own description (its
     /// messages) when there is one.
     pub(crate) fn finish_described(
-        self,
+        mut self,
         error: Option<&'static str>,
         description: Option<String>,
         response_bytes: Option<u64>,
@@ -238,12 +280,22 @@ impl ClientRecord {
             (Some(_), None) => "request failed".into(),
             (None, _) => "".into(),
         };
+        let mut extra = std::mem::take(&mut self.extra);
+        let labels = enrich::labels(self.labeler.as_ref(), self.response_labeler.as_ref());
+        if !labels.is_empty() {
+            if let Some(cx) = &self.cx {
+                cx.span()
+                    .set_attributes(labels.iter().filter_map(enrich::accept));
+            }
+            extra.add_labels(&labels);
+        }
         telemetry::end_span(
             self.cx.as_ref(),
             self.span_start,
             elapsed,
             error_type,
             description,
+            self.shared.config.common.enrichment.record_exception && error.is_some(),
         );
 
         let Some(metrics) = &self.shared.metrics else {
@@ -273,7 +325,13 @@ impl ClientRecord {
                 Value::String(template.0.value()),
             ));
         }
-        let attrs = attrs.as_slice();
+        let with_extra;
+        let attrs = if extra.is_empty() {
+            attrs.as_slice()
+        } else {
+            with_extra = extra.with(attrs.as_slice());
+            &with_extra
+        };
         metrics.record(
             attrs,
             elapsed.as_secs_f64(),
@@ -322,14 +380,14 @@ impl CallRecord for ClientRecord {
 }
 
 /// The parts of an outgoing request the record reads, and the headers it writes.
-pub(crate) struct RequestParts<'a> {
+pub(crate) struct OutgoingParts<'a> {
     pub(crate) method: &'a http::Method,
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a mut http::HeaderMap,
     pub(crate) extensions: &'a http::Extensions,
 }
 
-impl<'a> RequestParts<'a> {
+impl<'a> OutgoingParts<'a> {
     pub(crate) fn of(parts: &'a mut http::request::Parts) -> Self {
         Self {
             method: &parts.method,

@@ -55,7 +55,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        if self.shared.inert {
+        if self.shared.inert || !self.shared.config.records(&req) {
             return ResponseFuture::new(self.inner.call(req), FutureGuard::entering(None).left());
         }
         let (record, req) = ClientRecord::start(&self.shared, req);

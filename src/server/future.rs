@@ -42,6 +42,7 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
+    E: 'static,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
@@ -86,6 +87,7 @@ where
                 if let Some(record) = guard.take() {
                     (*record).finish_early(Early::ServiceError(
                         crate::attributes::error_type_name::<E>(),
+                        crate::errors::message(&err),
                     ));
                 }
                 Err(err)

@@ -245,6 +245,15 @@ impl OtelLayerBuilder {
         self
     }
 
+    /// Puts a [`Labeler`](crate::Labeler) into each request's extensions (off by
+    /// default: it costs an allocation per request), for handlers to label the request's
+    /// metric points and span (axum: `Extension<Labeler>`). A `Labeler` in the
+    /// **response** extensions is read whatever this says.
+    pub fn labels(mut self, enable: bool) -> Self {
+        self.options.enrichment.labels = enable;
+        self
+    }
+
     /// Records `http.server.request.body.size` and `http.server.response.body.size`
     /// (on by default).
     ///
@@ -311,7 +320,12 @@ impl OtelLayerBuilder {
             None => None,
         };
         Ok(Config {
-            common: std::mem::take(&mut self.options).resolve(Side::Server, metrics, true)?,
+            common: std::mem::take(&mut self.options).resolve(
+                Side::Server,
+                !self.sources.traces_disabled(),
+                metrics,
+                true,
+            )?,
             filter: self.filter.take(),
             span_name: self.span_name.take(),
             public_endpoint: self.public_endpoint.take(),

@@ -16,15 +16,17 @@ use super::layer::Shared;
 use super::PeerAddr;
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
+use crate::enrich::{self, Extra, Labeler, RequestParts, ResponseParts};
 use crate::semconv::*;
 use crate::telemetry;
 use crate::HttpRoute;
 
 /// Why a request ended before its response body existed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Early {
-    /// The inner service returned this error type.
-    ServiceError(&'static str),
+    /// The inner service returned an error of this type, with its messages when the
+    /// layer can read them.
+    ServiceError(&'static str, Option<String>),
     /// The response future was dropped before the inner service answered.
     Cancelled,
     /// The inner service panicked while it was polled.
@@ -56,6 +58,12 @@ pub(crate) struct ServerRecord {
     request_body_counter: Option<super::count::Counter>,
     status: Option<StatusCode>,
     head: bool,
+    /// The user's metric attributes (hooks, labels).
+    extra: Extra,
+    /// The labeler put into the request, with `labels(true)`.
+    labeler: Option<Labeler>,
+    /// A labeler an inner layer put into the response.
+    response_labeler: Option<Labeler>,
 }
 
 impl ServerRecord {
@@ -83,6 +91,16 @@ impl ServerRecord {
             (None, None, None) => StringValue::from("http"),
         };
         let route = HttpRoute::from_extensions(req.extensions());
+        let enrichment = &config.common.enrichment;
+        let hooked = enrichment.on_request.as_ref().map(|hook| {
+            let parts = RequestParts {
+                method: req.method(),
+                uri,
+                headers,
+                extensions: req.extensions(),
+            };
+            enrich::run_hook("on_request", |attributes| hook(&parts, attributes))
+        });
         let version = attributes::protocol_version(req.version());
         let request_body_size = attributes::request_body_size(req.body());
         let server_address = || {
@@ -165,6 +183,9 @@ impl ServerRecord {
                         headers,
                         &config.common.request_headers,
                     ));
+                    if let Some(hooked) = &hooked {
+                        attrs.extend(hooked.for_span());
+                    }
                     attrs
                 };
 
@@ -227,7 +248,14 @@ impl ServerRecord {
             request_body_counter: None,
             status: None,
             head: req.method() == http::Method::HEAD,
+            extra: Extra::default(),
+            labeler: enrichment.labels.then(Labeler::new),
+            response_labeler: None,
         };
+        let mut record = record;
+        if let Some(hooked) = hooked {
+            record.extra.add_hook(hooked);
+        }
         if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
             active.add(1, record.active_attributes().as_slice());
         }
@@ -268,8 +296,36 @@ impl ServerRecord {
     }
 
     /// The response arrived: its status, a route learned late, captured headers.
+    /// The labeler to put into the request's extensions, with `labels(true)`.
+    pub(crate) fn labeler(&self) -> Option<&Labeler> {
+        self.labeler.as_ref()
+    }
+
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
         self.status = Some(res.status());
+        self.response_labeler = res.extensions().get::<Labeler>().cloned();
+        let hooked = self
+            .shared
+            .config
+            .common
+            .enrichment
+            .on_response
+            .as_ref()
+            .map(|hook| {
+                let parts = ResponseParts {
+                    status: res.status(),
+                    version: res.version(),
+                    headers: res.headers(),
+                    extensions: res.extensions(),
+                };
+                enrich::run_hook("on_response", |attributes| hook(&parts, attributes))
+            });
+        if let (Some(hooked), Some(cx)) = (&hooked, self.span_cx()) {
+            cx.span().set_attributes(hooked.for_span());
+        }
+        if let Some(hooked) = hooked {
+            self.extra.add_hook(hooked);
+        }
         let late_route = match &self.route {
             None => HttpRoute::from_extensions(res.extensions()),
             Some(_) => None,
@@ -325,22 +381,28 @@ impl ServerRecord {
             ),
             BodyEnd::Panic => (Some(crate::errors::PANIC), "response body panicked"),
         };
-        self.finish(error, description, Some(bytes));
+        self.finish(error, description.into(), Some(bytes));
     }
 
     pub(crate) fn finish_early(self, why: Early) {
-        let (error, description) = match why {
-            Early::ServiceError(type_name) => (type_name, "service returned an error"),
-            Early::Cancelled => (ERROR_CANCELLED, "request cancelled before a response"),
-            Early::Panic => (crate::errors::PANIC, "service panicked"),
+        let (error, description): (_, Cow<'static, str>) = match why {
+            Early::ServiceError(type_name, message) => (
+                type_name,
+                message.map_or("service returned an error".into(), Cow::Owned),
+            ),
+            Early::Cancelled => (
+                ERROR_CANCELLED,
+                "request cancelled before a response".into(),
+            ),
+            Early::Panic => (crate::errors::PANIC, "service panicked".into()),
         };
         self.finish(Some(error), description, None);
     }
 
     fn finish(
-        self,
+        mut self,
         error: Option<&'static str>,
-        description: &'static str,
+        description: Cow<'static, str>,
         response_bytes: Option<u64>,
     ) {
         let elapsed = self.start.elapsed();
@@ -349,13 +411,28 @@ impl ServerRecord {
             error.or_else(|| server_error.map(|s| attributes::status_code_str(s.as_u16())));
 
         // A 5xx explains itself; other failures say what happened.
-        let description = if error.is_some() { description } else { "" };
+        let description = if error.is_some() {
+            description
+        } else {
+            Cow::Borrowed("")
+        };
+        let mut extra = std::mem::take(&mut self.extra);
+        let labels = enrich::labels(self.labeler.as_ref(), self.response_labeler.as_ref());
+        if !labels.is_empty() {
+            if let Some(cx) = self.span_cx() {
+                cx.span()
+                    .set_attributes(labels.iter().filter_map(enrich::accept));
+            }
+            extra.add_labels(&labels);
+        }
+        let enrichment = &self.shared.config.common.enrichment;
         telemetry::end_span(
             self.cx.as_ref(),
             self.span_start,
             elapsed,
             error_type,
             description,
+            enrichment.record_exception && error.is_some(),
         );
 
         let Some(metrics) = &self.shared.metrics else {
@@ -386,7 +463,13 @@ impl ServerRecord {
             attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
         }
         self.push_server_address(&mut attrs);
-        let attrs = attrs.as_slice();
+        let with_extra;
+        let attrs = if extra.is_empty() {
+            attrs.as_slice()
+        } else {
+            with_extra = extra.with(attrs.as_slice());
+            &with_extra
+        };
         metrics.record(
             attrs,
             elapsed.as_secs_f64(),

@@ -46,6 +46,7 @@ impl<S: fmt::Debug> fmt::Debug for Otel<S> {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Otel<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: 'static,
     ReqB: Body + 'static,
     ResB: Body,
 {
@@ -99,10 +100,14 @@ where
             req
         };
         // Boxed: the future and the body stay small, which every move of them pays for.
-        #[allow(unused_mut)] // mutated with the `axum` feature
+        #[cfg_attr(not(feature = "axum"), allow(unused_mut))] // counting needs it
         let mut record = Box::new(ServerRecord::start(shared, &req, public));
         #[cfg(feature = "axum")]
         let req = record.count_request_body(req);
+        let mut req = req;
+        if let Some(labeler) = record.labeler() {
+            req.extensions_mut().insert(labeler.clone());
+        }
         let guard = FutureGuard::entering(Some(record));
         // Handlers that run inside `call` see the span too.
         let future = match guard.record().and_then(|record| record.context()) {
