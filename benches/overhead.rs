@@ -22,7 +22,8 @@
 //! - `layer/*`: `OtelLayer` with an SDK tracer provider (spans ended and dropped by the
 //!   processor) and an SDK meter provider (aggregating, never exported), or with only
 //!   one of them, or with a parent-based sampler and an unsampled parent, or with nothing
-//!   installed.
+//!   installed; `layer/enriched` is `layer/sdk` with a request hook adding one attribute
+//!   (span and metrics) and a handler adding one label.
 //! - `stream/*`: the same with a 16-chunk streamed response body.
 //! - `client/*`: `OtelClientLayer` over an in-process client service.
 //! - `peer/oitower/*`: opentelemetry-instrumentation-tower 0.19 (opentelemetry-rust-contrib),
@@ -192,6 +193,16 @@ fn handler(streamed: bool) -> Svc {
             }))
         },
     ))
+}
+
+/// The plain handler, adding one label to the request's `Labeler`.
+fn labelling_handler() -> Svc {
+    BoxCloneService::new(tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        if let Some(labeler) = req.extensions().get::<tower_otel_http::Labeler>() {
+            labeler.add(KeyValue::new("app.tenant", "acme"));
+        }
+        Ok::<_, Infallible>(Response::new(full_body()))
+    }))
 }
 
 fn boxed<S, B>(svc: S) -> Svc
@@ -434,6 +445,25 @@ fn cases() -> Vec<Case> {
                     .meter_provider(&mp),
             ),
             traceparent: UNSAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            // One request-hook attribute on the span and metrics, and one label added by
+            // the handler through the request's `Labeler`.
+            name: "layer/enriched",
+            svc: boxed(
+                ServiceBuilder::new()
+                    .layer(
+                        sdk()
+                            .labels(true)
+                            .on_request(|_parts, attributes| {
+                                attributes.metric(KeyValue::new("app.plan", "gold"));
+                            })
+                            .build(),
+                    )
+                    .service(labelling_handler()),
+            ),
+            traceparent: SAMPLED,
             bare_globals: false,
         },
         Case {

@@ -241,7 +241,7 @@ impl Extra {
     }
 
     /// Adds what a hook gave for the metrics.
-    pub(crate) fn add_hook(&mut self, attributes: Attributes) {
+    pub(crate) fn add_hook(&mut self, attributes: &Attributes) {
         self.extend(attributes.metrics.iter());
     }
 
@@ -271,18 +271,85 @@ impl Extra {
     }
 }
 
-/// The labels of a call: those added to the request's `Labeler`, then those of a
-/// `Labeler` in the response's extensions.
-pub(crate) fn labels(request: Option<&Labeler>, response: Option<&Labeler>) -> Vec<KeyValue> {
-    let mut labels = request.map(Labeler::get).unwrap_or_default();
-    if let Some(response) = response {
-        labels.extend(response.get());
+/// The user telemetry of one call, made only when something is used (a hook, a
+/// labeler), so that a call with none carries one empty pointer.
+#[derive(Debug, Default)]
+pub(crate) struct Enriched {
+    extra: Extra,
+    /// The request's labeler: put there by the server layer, or by the caller.
+    labeler: Option<Labeler>,
+    /// A labeler in the response's extensions.
+    response_labeler: Option<Labeler>,
+}
+
+impl Enriched {
+    /// `None` when there is nothing: no request-hook attributes and no labeler.
+    pub(crate) fn start(hooked: Option<Attributes>, labeler: Option<Labeler>) -> Option<Box<Self>> {
+        if hooked.is_none() && labeler.is_none() {
+            return None;
+        }
+        let mut enriched = Box::new(Self {
+            labeler,
+            ..Self::default()
+        });
+        if let Some(hooked) = hooked {
+            enriched.extra.add_hook(&hooked);
+        }
+        Some(enriched)
     }
-    labels
+
+    pub(crate) fn labeler(&self) -> Option<&Labeler> {
+        self.labeler.as_ref()
+    }
+
+    /// The response arrived: a labeler in its extensions, and the response hook's
+    /// attributes (set on the span at once).
+    pub(crate) fn on_response(
+        slot: &mut Option<Box<Self>>,
+        extensions: &Extensions,
+        hooked: Option<Attributes>,
+        span: Option<&opentelemetry::Context>,
+    ) {
+        use opentelemetry::trace::TraceContextExt as _;
+        let labeler = extensions.get::<Labeler>();
+        if labeler.is_none() && hooked.is_none() {
+            return;
+        }
+        let enriched = slot.get_or_insert_with(Box::default);
+        enriched.response_labeler = labeler.cloned();
+        if let Some(hooked) = hooked {
+            if let Some(cx) = span {
+                cx.span().set_attributes(hooked.for_span());
+            }
+            enriched.extra.add_hook(&hooked);
+        }
+    }
+
+    /// The call ends: the labels go on the span, and the metric attributes are handed
+    /// back.
+    pub(crate) fn finish(self, span: Option<&opentelemetry::Context>) -> Extra {
+        use opentelemetry::trace::TraceContextExt as _;
+        let Self {
+            mut extra,
+            labeler,
+            response_labeler,
+        } = self;
+        let mut labels = labeler.as_ref().map(Labeler::get).unwrap_or_default();
+        if let Some(response) = &response_labeler {
+            labels.extend(response.get());
+        }
+        if !labels.is_empty() {
+            if let Some(cx) = span {
+                cx.span().set_attributes(labels.iter().filter_map(accept));
+            }
+            extra.add_labels(&labels);
+        }
+        extra
+    }
 }
 
 /// `kv` if its key is the user's to set, with a string value cut at the length limit.
-pub(crate) fn accept(kv: &KeyValue) -> Option<KeyValue> {
+fn accept(kv: &KeyValue) -> Option<KeyValue> {
     let key = kv.key.as_str();
     if key.is_empty() || RESERVED.iter().any(|ns| key.starts_with(ns)) {
         return None;

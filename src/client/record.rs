@@ -12,7 +12,7 @@ use super::layer::ClientShared;
 use super::{ParentContext, ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
-use crate::enrich::{self, Extra, Labeler, RequestParts, ResponseParts};
+use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
 use crate::semconv::*;
 use crate::telemetry;
 
@@ -29,12 +29,8 @@ pub(crate) struct ClientRecord {
     request_body_size: Option<u64>,
     status: Option<StatusCode>,
     version: Option<&'static str>,
-    /// The user's metric attributes (hooks, labels).
-    extra: Extra,
-    /// The labeler the caller attached to the request.
-    labeler: Option<Labeler>,
-    /// A labeler in the response's extensions.
-    response_labeler: Option<Labeler>,
+    /// Hook attributes and labels, when any are used.
+    enriched: Option<Box<Enriched>>,
 }
 
 impl ClientRecord {
@@ -173,14 +169,8 @@ impl ClientRecord {
             request_body_size,
             status: None,
             version: None,
-            extra: Extra::default(),
-            labeler: req.extensions.get::<Labeler>().cloned(),
-            response_labeler: None,
+            enriched: Enriched::start(hooked, req.extensions.get::<Labeler>().cloned()),
         };
-        let mut record = record;
-        if let Some(hooked) = hooked {
-            record.extra.add_hook(hooked);
-        }
         if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
             active.add(1, record.active_attributes().as_slice());
         }
@@ -203,20 +193,23 @@ impl ClientRecord {
     ) {
         self.status = Some(status);
         self.version = attributes::protocol_version(version);
-        self.response_labeler = extensions.get::<Labeler>().cloned();
-        if let Some(hook) = &self.shared.config.common.enrichment.on_response {
-            let parts = ResponseParts {
-                status,
-                version,
-                headers,
-                extensions,
-            };
-            let hooked = enrich::run_hook("on_response", |attributes| hook(&parts, attributes));
-            if let Some(cx) = &self.cx {
-                cx.span().set_attributes(hooked.for_span());
-            }
-            self.extra.add_hook(hooked);
-        }
+        let hooked = self
+            .shared
+            .config
+            .common
+            .enrichment
+            .on_response
+            .as_ref()
+            .map(|hook| {
+                let parts = ResponseParts {
+                    status,
+                    version,
+                    headers,
+                    extensions,
+                };
+                enrich::run_hook("on_response", |attributes| hook(&parts, attributes))
+            });
+        Enriched::on_response(&mut self.enriched, extensions, hooked, self.cx.as_ref());
         let Some(cx) = &self.cx else {
             return;
         };
@@ -280,15 +273,10 @@ impl ClientRecord {
             (Some(_), None) => "request failed".into(),
             (None, _) => "".into(),
         };
-        let mut extra = std::mem::take(&mut self.extra);
-        let labels = enrich::labels(self.labeler.as_ref(), self.response_labeler.as_ref());
-        if !labels.is_empty() {
-            if let Some(cx) = &self.cx {
-                cx.span()
-                    .set_attributes(labels.iter().filter_map(enrich::accept));
-            }
-            extra.add_labels(&labels);
-        }
+        let extra = match self.enriched.take() {
+            Some(enriched) => enriched.finish(self.cx.as_ref()),
+            None => Extra::default(),
+        };
         telemetry::end_span(
             self.cx.as_ref(),
             self.span_start,

@@ -16,7 +16,7 @@ use super::layer::Shared;
 use super::PeerAddr;
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
-use crate::enrich::{self, Extra, Labeler, RequestParts, ResponseParts};
+use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
 use crate::semconv::*;
 use crate::telemetry;
 use crate::HttpRoute;
@@ -58,12 +58,8 @@ pub(crate) struct ServerRecord {
     request_body_counter: Option<super::count::Counter>,
     status: Option<StatusCode>,
     head: bool,
-    /// The user's metric attributes (hooks, labels).
-    extra: Extra,
-    /// The labeler put into the request, with `labels(true)`.
-    labeler: Option<Labeler>,
-    /// A labeler an inner layer put into the response.
-    response_labeler: Option<Labeler>,
+    /// Hook attributes and labels, when any are used.
+    enriched: Option<Box<Enriched>>,
 }
 
 impl ServerRecord {
@@ -248,14 +244,8 @@ impl ServerRecord {
             request_body_counter: None,
             status: None,
             head: req.method() == http::Method::HEAD,
-            extra: Extra::default(),
-            labeler: enrichment.labels.then(Labeler::new),
-            response_labeler: None,
+            enriched: Enriched::start(hooked, enrichment.labels.then(Labeler::new)),
         };
-        let mut record = record;
-        if let Some(hooked) = hooked {
-            record.extra.add_hook(hooked);
-        }
         if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
             active.add(1, record.active_attributes().as_slice());
         }
@@ -298,12 +288,11 @@ impl ServerRecord {
     /// The response arrived: its status, a route learned late, captured headers.
     /// The labeler to put into the request's extensions, with `labels(true)`.
     pub(crate) fn labeler(&self) -> Option<&Labeler> {
-        self.labeler.as_ref()
+        self.enriched.as_ref().and_then(|e| e.labeler())
     }
 
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
         self.status = Some(res.status());
-        self.response_labeler = res.extensions().get::<Labeler>().cloned();
         let hooked = self
             .shared
             .config
@@ -320,12 +309,8 @@ impl ServerRecord {
                 };
                 enrich::run_hook("on_response", |attributes| hook(&parts, attributes))
             });
-        if let (Some(hooked), Some(cx)) = (&hooked, self.span_cx()) {
-            cx.span().set_attributes(hooked.for_span());
-        }
-        if let Some(hooked) = hooked {
-            self.extra.add_hook(hooked);
-        }
+        let span = self.span_start.and(self.cx.as_ref());
+        Enriched::on_response(&mut self.enriched, res.extensions(), hooked, span);
         let late_route = match &self.route {
             None => HttpRoute::from_extensions(res.extensions()),
             Some(_) => None,
@@ -416,15 +401,10 @@ impl ServerRecord {
         } else {
             Cow::Borrowed("")
         };
-        let mut extra = std::mem::take(&mut self.extra);
-        let labels = enrich::labels(self.labeler.as_ref(), self.response_labeler.as_ref());
-        if !labels.is_empty() {
-            if let Some(cx) = self.span_cx() {
-                cx.span()
-                    .set_attributes(labels.iter().filter_map(enrich::accept));
-            }
-            extra.add_labels(&labels);
-        }
+        let extra = match self.enriched.take() {
+            Some(enriched) => enriched.finish(self.span_cx()),
+            None => Extra::default(),
+        };
         let enrichment = &self.shared.config.common.enrichment;
         telemetry::end_span(
             self.cx.as_ref(),
