@@ -26,7 +26,8 @@ use opentelemetry::{Context, Value};
 use opentelemetry_sdk::trace::SpanData;
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
+use tower::buffer::Buffer;
+use tower::{Layer as _, ServiceExt as _};
 use tower_otel_http::client::{CaptureContextLayer, OtelClient, ParentContext};
 use tower_otel_http::OtelLayer;
 
@@ -35,6 +36,7 @@ const CLIENT_DURATION: &str = "http.client.request.duration";
 const ACTIVE: &str = "http.server.active_requests";
 
 type HyperClient = Client<HttpConnector, Full<Bytes>>;
+type OtelFuture = <OtelClient<HyperClient> as tower::Service<Request<Full<Bytes>>>>::Future;
 
 /// Serves `app` with `axum::serve`, with `ConnectInfo<SocketAddr>`.
 async fn serve_axum(app: Router) -> SocketAddr {
@@ -72,6 +74,31 @@ async fn assert_recorded_nothing(t: &Telemetry, who: &str) {
     assert_eq!(total_count(&points), 0, "{who}: {points:#?}");
 }
 
+/// GETs `path` from `addr` over a new connection, asserts a 200, and returns the body.
+async fn get_ok(addr: SocketAddr, path: &str) -> Bytes {
+    let (parts, body, _) = send_from(addr, request("GET", path)).await;
+    assert_eq!(parts.status, 200, "GET {path}: {body:?}");
+    body
+}
+
+/// Waits for the one span of `t`, asserts that no other follows and that its `url.path`
+/// is `path`, and returns it.
+async fn only_span(t: &Telemetry, path: &str) -> SpanData {
+    t.wait_spans(1).await;
+    let mut spans = t.settle_spans(1).await;
+    assert_eq!(attr(&spans[0].attributes, "url.path"), Some(s(path)));
+    spans.remove(0)
+}
+
+/// Asserts that `t` exported one server duration point, of one measurement, for `route`.
+#[track_caller]
+fn assert_one_point(t: &Telemetry, route: &str) {
+    let points = t.f64_histogram(DURATION);
+    assert_eq!(points.len(), 1, "{points:#?}");
+    assert_eq!(points[0].count(), 1);
+    assert_eq!(attr(points[0].attributes(), "http.route"), Some(s(route)));
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. A nested router with its own layer.
 
@@ -84,9 +111,7 @@ async fn nested_router_layer_records_full_route_and_original_path() {
     assert_eq!(parts.status, 200);
     assert_eq!(body, "a user");
 
-    t.wait_spans(1).await;
-    let spans = t.settle_spans(1).await;
-    let span = &spans[0];
+    let span = only_span(&t, "/api/users/42").await;
     assert_eq!(span.span_kind, SpanKind::Server);
     assert_eq!(span.name, "GET /api/users/{id}");
     assert_eq!(span.status, Status::Unset);
@@ -108,13 +133,7 @@ async fn nested_router_layer_records_full_route_and_original_path() {
             ("http.response.status_code", Value::I64(200)),
         ])
     );
-    let points = t.f64_histogram(DURATION);
-    assert_eq!(points.len(), 1);
-    assert_eq!(points[0].count(), 1);
-    assert_eq!(
-        attr(points[0].attributes(), "http.route"),
-        Some(s("/api/users/{id}"))
-    );
+    assert_one_point(&t, "/api/users/{id}");
 }
 
 #[tokio::test]
@@ -123,8 +142,7 @@ async fn nested_router_layer_control_unnested_and_outside_requests() {
     // path it receives, so the `/api` prefix there comes from the original URI.
     let t = Telemetry::new();
     let addr = serve_axum(api(t.server().build())).await;
-    let (parts, _, _) = send_from(addr, request("GET", "/users/42?x=1")).await;
-    assert_eq!(parts.status, 200);
+    get_ok(addr, "/users/42?x=1").await;
     let spans = t.wait_spans(1).await;
     assert_eq!(spans[0].name, "GET /users/{id}");
     assert_eq!(attr(&spans[0].attributes, "url.path"), Some(s("/users/42")));
@@ -135,23 +153,12 @@ async fn nested_router_layer_control_unnested_and_outside_requests() {
 
     // A request outside the nested module never reaches the module's layer.
     let t = Telemetry::new();
-    let app = Router::new()
-        .nest("/api", api(t.server().build()))
-        .route("/health", routing::get(|| async { "ok" }));
-    let addr = serve_axum(app).await;
-    let (parts, body, _) = send_from(addr, request("GET", "/health")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "ok");
+    let addr = serve_axum(app_with_nested(t.server().build())).await;
+    assert_eq!(get_ok(addr, "/health").await, "ok");
     assert_recorded_nothing(&t, "nested layer, request outside it").await;
     // ... and one inside it is recorded, once.
-    let (parts, _, _) = send_from(addr, request("GET", "/api/users/1")).await;
-    assert_eq!(parts.status, 200);
-    t.wait_spans(1).await;
-    let spans = t.settle_spans(1).await;
-    assert_eq!(
-        attr(&spans[0].attributes, "url.path"),
-        Some(s("/api/users/1"))
-    );
+    get_ok(addr, "/api/users/1").await;
+    only_span(&t, "/api/users/1").await;
 }
 
 #[tokio::test]
@@ -159,33 +166,24 @@ async fn nested_router_layer_excluded_paths_match_the_original_path() {
     // `excluded_paths` on the nested module's layer is matched against the path as
     // received (`/api/...`), the same path the span would record.
     let t = Telemetry::new();
-    let layer = t.server().excluded_paths(["/api/users/7"]).build();
-    let addr = serve_axum(Router::new().nest("/api", api(layer))).await;
-    let (parts, _, _) = send_from(addr, request("GET", "/api/users/7")).await;
-    assert_eq!(parts.status, 200);
+    let addr = serve_nested_excluding(&t, "/api/users/7").await;
+    get_ok(addr, "/api/users/7").await;
     assert_recorded_nothing(&t, "excluded by its original path").await;
     // Control: another id is recorded.
-    let (parts, _, _) = send_from(addr, request("GET", "/api/users/8")).await;
-    assert_eq!(parts.status, 200);
-    t.wait_spans(1).await;
-    let spans = t.settle_spans(1).await;
-    assert_eq!(
-        attr(&spans[0].attributes, "url.path"),
-        Some(s("/api/users/8"))
-    );
+    get_ok(addr, "/api/users/8").await;
+    only_span(&t, "/api/users/8").await;
 
     // The stripped path does not exclude it.
     let t = Telemetry::new();
-    let layer = t.server().excluded_paths(["/users/7"]).build();
-    let addr = serve_axum(Router::new().nest("/api", api(layer))).await;
-    let (parts, _, _) = send_from(addr, request("GET", "/api/users/7")).await;
-    assert_eq!(parts.status, 200);
-    t.wait_spans(1).await;
-    let spans = t.settle_spans(1).await;
-    assert_eq!(
-        attr(&spans[0].attributes, "url.path"),
-        Some(s("/api/users/7"))
-    );
+    let addr = serve_nested_excluding(&t, "/users/7").await;
+    get_ok(addr, "/api/users/7").await;
+    only_span(&t, "/api/users/7").await;
+}
+
+/// Serves [`api`] under `/api`, its layer on `t` excluding `path`.
+async fn serve_nested_excluding(t: &Telemetry, path: &str) -> SocketAddr {
+    let layer = t.server().excluded_paths([path]).build();
+    serve_axum(Router::new().nest("/api", api(layer))).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -194,23 +192,14 @@ async fn nested_router_layer_excluded_paths_match_the_original_path() {
 /// Asserts that `t_outer` recorded the nested request `GET /api/users/42` exactly once,
 /// and `t_inner` nothing.
 async fn assert_recorded_once_by_outer(t_outer: &Telemetry, t_inner: &Telemetry) {
-    t_outer.wait_spans(1).await;
-    let spans = t_outer.settle_spans(1).await;
-    let span = &spans[0];
+    let span = only_span(t_outer, "/api/users/42").await;
     assert_eq!(span.span_kind, SpanKind::Server);
     assert_eq!(span.name, "GET /api/users/{id}");
-    assert_eq!(attr(&span.attributes, "url.path"), Some(s("/api/users/42")));
     assert_eq!(
         attr(&span.attributes, "http.route"),
         Some(s("/api/users/{id}"))
     );
-    let points = t_outer.f64_histogram(DURATION);
-    assert_eq!(points.len(), 1, "{points:#?}");
-    assert_eq!(points[0].count(), 1);
-    assert_eq!(
-        attr(points[0].attributes(), "http.route"),
-        Some(s("/api/users/{id}"))
-    );
+    assert_one_point(t_outer, "/api/users/{id}");
     assert_recorded_nothing(t_inner, "inner layer").await;
 }
 
@@ -220,9 +209,7 @@ async fn assert_outside_request_recorded_by_outer(
     t_outer: &Telemetry,
     t_inner: &Telemetry,
 ) {
-    let (parts, body, _) = send_from(addr, request("GET", "/health")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "ok");
+    assert_eq!(get_ok(addr, "/health").await, "ok");
     t_outer.wait_spans(2).await;
     let spans = t_outer.settle_spans(2).await;
     let health = span_with_path(&spans, "/health");
@@ -232,47 +219,52 @@ async fn assert_outside_request_recorded_by_outer(
     assert_recorded_nothing(t_inner, "inner layer").await;
 }
 
+/// [`api`] under `/api` with `inner`, beside a `/health` route.
 fn app_with_nested(inner: OtelLayer) -> Router {
     Router::new()
         .nest("/api", api(inner))
         .route("/health", routing::get(|| async { "ok" }))
 }
 
-#[tokio::test]
-async fn twice_instrumented_router_layer_records_once_by_outer() {
+/// [`app_with_nested`] with `inner`, under `outer`: a layer of the router, or wrapping it
+/// (`wrap_router`).
+fn outer_and_inner(outer: OtelLayer, inner: OtelLayer, wrap: bool) -> Router {
+    let nested = app_with_nested(inner);
+    if wrap {
+        outer.wrap_router(nested)
+    } else {
+        nested.layer(outer)
+    }
+}
+
+/// A nested request, then one outside the nested module, through an outer and an inner
+/// layer on two [`Telemetry`]s: each recorded once, by the outer layer.
+async fn assert_twice_instrumented_records_once_by_outer(wrap: bool) {
     let (t_outer, t_inner) = (Telemetry::new(), Telemetry::new());
-    let app = app_with_nested(t_inner.server().build()).layer(t_outer.server().build());
+    let app = outer_and_inner(t_outer.server().build(), t_inner.server().build(), wrap);
     let addr = serve_axum(app).await;
-    let (parts, body, _) = send_from(addr, request("GET", "/api/users/42")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "a user");
+    assert_eq!(get_ok(addr, "/api/users/42").await, "a user");
     assert_recorded_once_by_outer(&t_outer, &t_inner).await;
     assert_outside_request_recorded_by_outer(addr, &t_outer, &t_inner).await;
 }
 
 #[tokio::test]
+async fn twice_instrumented_router_layer_records_once_by_outer() {
+    assert_twice_instrumented_records_once_by_outer(false).await;
+}
+
+#[tokio::test]
 async fn twice_instrumented_wrap_router_records_once_by_outer() {
-    let (t_outer, t_inner) = (Telemetry::new(), Telemetry::new());
-    let app = t_outer
-        .server()
-        .build()
-        .wrap_router(app_with_nested(t_inner.server().build()));
-    let addr = serve_axum(app).await;
-    let (parts, body, _) = send_from(addr, request("GET", "/api/users/42")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "a user");
-    assert_recorded_once_by_outer(&t_outer, &t_inner).await;
-    assert_outside_request_recorded_by_outer(addr, &t_outer, &t_inner).await;
+    assert_twice_instrumented_records_once_by_outer(true).await;
 }
 
 #[tokio::test]
 async fn twice_instrumented_with_same_telemetry_exports_one_span() {
     // Both layers on one pair of providers (the usual app): one span, one point.
     let t = Telemetry::new();
-    let app = app_with_nested(t.server().build()).layer(t.server().build());
+    let app = outer_and_inner(t.server().build(), t.server().build(), false);
     let addr = serve_axum(app).await;
-    let (parts, _, _) = send_from(addr, request("GET", "/api/users/42")).await;
-    assert_eq!(parts.status, 200);
+    get_ok(addr, "/api/users/42").await;
     t.wait_spans(1).await;
     let spans = t.settle_spans(1).await;
     assert_eq!(spans[0].name, "GET /api/users/{id}");
@@ -288,25 +280,13 @@ async fn assert_inner_records_what_outer_leaves_out(
     t_inner: &Telemetry,
     wrap: bool,
 ) {
-    let nested = app_with_nested(t_inner.server().build());
-    let app = if wrap {
-        outer.wrap_router(nested)
-    } else {
-        nested.layer(outer)
-    };
+    let app = outer_and_inner(outer, t_inner.server().build(), wrap);
     let addr = serve_axum(app).await;
-    let (parts, body, _) = send_from(addr, request("GET", "/api/users/42?q=1")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "a user");
+    assert_eq!(get_ok(addr, "/api/users/42?q=1").await, "a user");
 
-    t_inner.wait_spans(1).await;
-    let spans = t_inner.settle_spans(1).await;
-    assert_eq!(spans[0].name, "GET /api/users/{id}");
-    assert_eq!(
-        attr(&spans[0].attributes, "url.path"),
-        Some(s("/api/users/42"))
-    );
-    assert_eq!(attr(&spans[0].attributes, "url.query"), Some(s("q=1")));
+    let span = only_span(t_inner, "/api/users/42").await;
+    assert_eq!(span.name, "GET /api/users/{id}");
+    assert_eq!(attr(&span.attributes, "url.query"), Some(s("q=1")));
     let points = t_inner.f64_histogram(DURATION);
     assert_eq!(total_count(&points), 1);
     assert_eq!(
@@ -317,20 +297,10 @@ async fn assert_inner_records_what_outer_leaves_out(
 
     // Control: another user is kept by the outer layer, which records it; the inner
     // layer stays at its one span.
-    let (parts, _, _) = send_from(addr, request("GET", "/api/users/43")).await;
-    assert_eq!(parts.status, 200);
-    t_outer.wait_spans(1).await;
-    let spans = t_outer.settle_spans(1).await;
-    assert_eq!(
-        attr(&spans[0].attributes, "url.path"),
-        Some(s("/api/users/43"))
-    );
+    get_ok(addr, "/api/users/43").await;
+    only_span(t_outer, "/api/users/43").await;
     assert_eq!(total_count(&t_outer.f64_histogram(DURATION)), 1);
-    let spans = t_inner.settle_spans(1).await;
-    assert_eq!(
-        attr(&spans[0].attributes, "url.path"),
-        Some(s("/api/users/42"))
-    );
+    only_span(t_inner, "/api/users/42").await;
     assert_eq!(total_count(&t_inner.f64_histogram(DURATION)), 1);
 }
 
@@ -363,22 +333,42 @@ fn otel_client(t: &Telemetry) -> OtelClient<HyperClient> {
     t.client_layer().build().layer(client())
 }
 
+/// What the handlers here answer: a body, or a 500 with the error of a call they made.
+type Handled = Result<Bytes, (StatusCode, String)>;
+
 /// Sends `req` through `svc` and reads the whole response body (the CLIENT span ends
 /// there).
-async fn fetch<S, B>(svc: S, req: Request<Full<Bytes>>) -> Result<Bytes, String>
+async fn fetch<S, B>(svc: S, req: Request<Full<Bytes>>) -> Handled
 where
     S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let res = svc.oneshot(req).await.map_err(|e| format!("{e:?}"))?;
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    fn err500(e: impl std::fmt::Debug) -> (StatusCode, String) {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:?}"))
+    }
+    let res = svc.oneshot(req).await.map_err(err500)?;
+    let body = res.into_body().collect().await.map_err(err500)?;
     Ok(body.to_bytes())
+}
+
+/// The client layer of `t` on a plain client, behind a [`Buffer`]: called on the
+/// buffer's worker task.
+fn buffered_client(t: &Telemetry) -> Buffer<Request<Full<Bytes>>, OtelFuture> {
+    Buffer::new(otel_client(t), 8)
+}
+
+/// Runs `call` on a new task (which starts with no current context) and waits for it.
+async fn on_new_task(call: impl std::future::Future<Output = Handled> + Send + 'static) -> Handled {
+    tokio::spawn(call).await.unwrap()
+}
+
+/// A GET of `down` + `path` that carries `parent`.
+fn get_with_parent(down: SocketAddr, path: &str, parent: ParentContext) -> Request<Full<Bytes>> {
+    let mut req = get(down, path);
+    req.extensions_mut().insert(parent);
+    req
 }
 
 /// A plain echo server (see `support::echo`) for the handlers to call.
@@ -386,9 +376,9 @@ async fn downstream() -> SocketAddr {
     serve(tower::service_fn(echo)).await
 }
 
-/// Serves `handler` at `/h` under a server layer of `t`, calls it, and returns the
-/// exported spans (`n` in all) once the server's and clients' spans ended.
-async fn run_handler<H, T>(t: &Telemetry, handler: H, n: usize) -> Vec<SpanData>
+/// Serves `handler` at `/h` under a server layer of `t`, calls it, and returns its
+/// answer and the exported spans (`n` in all) once the server's and clients' spans ended.
+async fn run_handler<H, T>(t: &Telemetry, handler: H, n: usize) -> (Bytes, Vec<SpanData>)
 where
     H: axum::handler::Handler<T, ()>,
     T: 'static,
@@ -396,11 +386,22 @@ where
     let app = Router::new()
         .route("/h", routing::get(handler))
         .layer(t.server().build());
-    let addr = serve_axum(app).await;
-    let (parts, body, _) = send_from(addr, request("GET", "/h")).await;
-    assert_eq!(parts.status, 200, "{body:?}");
+    let body = get_ok(serve_axum(app).await, "/h").await;
     t.wait_spans(n).await;
-    t.settle_spans(n).await
+    (body, t.settle_spans(n).await)
+}
+
+/// Runs `handler` (see [`run_handler`]), which makes two calls, and asserts that the
+/// CLIENT span to `child` is a child of the server span and the one to `root` a new root.
+async fn assert_child_and_new_root<H, T>(t: &Telemetry, handler: H, child: &str, root: &str)
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    let (_, spans) = run_handler(t, handler, 3).await;
+    let server = server_span(&spans);
+    assert_child_of(client_to(&spans, child), server);
+    assert_new_root(client_to(&spans, root), server);
 }
 
 fn server_span(spans: &[SpanData]) -> &SpanData {
@@ -458,10 +459,6 @@ fn assert_new_root(span: &SpanData, not_in: &SpanData) {
     );
 }
 
-fn err500(e: String) -> (StatusCode, String) {
-    (StatusCode::INTERNAL_SERVER_ERROR, e)
-}
-
 #[tokio::test]
 async fn context_direct_call_in_handler_is_child_of_server_span() {
     let t = Telemetry::new();
@@ -469,19 +466,9 @@ async fn context_direct_call_in_handler_is_child_of_server_span() {
     let client = otel_client(&t);
     let handler = {
         let client = client.clone();
-        move || async move {
-            let body = fetch(client, get(down, "/direct")).await.map_err(err500)?;
-            Ok::<_, (StatusCode, String)>(body)
-        }
+        move || async move { fetch(client, get(down, "/direct")).await }
     };
-    let app = Router::new()
-        .route("/h", routing::get(handler))
-        .layer(t.server().build());
-    let addr = serve_axum(app).await;
-    let (parts, echoed_headers, _) = send_from(addr, request("GET", "/h")).await;
-    assert_eq!(parts.status, 200);
-    t.wait_spans(2).await;
-    let spans = t.settle_spans(2).await;
+    let (echoed_headers, spans) = run_handler(&t, handler, 2).await;
     let server = server_span(&spans);
     let direct = client_to(&spans, "/direct");
     assert_child_of(direct, server);
@@ -507,20 +494,12 @@ async fn context_plain_spawn_starts_a_new_root() {
     let down = downstream().await;
     let client = otel_client(&t);
     let handler = move || async move {
-        fetch(client.clone(), get(down, "/direct"))
-            .await
-            .map_err(err500)?;
+        fetch(client.clone(), get(down, "/direct")).await?;
         // Documented limitation: nothing is current on the spawned task.
-        tokio::spawn(fetch(client, get(down, "/spawned")))
-            .await
-            .unwrap()
-            .map_err(err500)?;
-        Ok::<_, (StatusCode, String)>("done")
+        on_new_task(fetch(client, get(down, "/spawned"))).await?;
+        Handled::Ok("done".into())
     };
-    let spans = run_handler(&t, handler, 3).await;
-    let server = server_span(&spans);
-    assert_child_of(client_to(&spans, "/direct"), server);
-    assert_new_root(client_to(&spans, "/spawned"), server);
+    assert_child_and_new_root(&t, handler, "/direct", "/spawned").await;
 }
 
 #[tokio::test]
@@ -529,83 +508,45 @@ async fn context_spawn_with_current_context_keeps_the_parent() {
     let down = downstream().await;
     let client = otel_client(&t);
     let handler = move || async move {
-        tokio::spawn(fetch(client.clone(), get(down, "/carried")).with_current_context())
-            .await
-            .unwrap()
-            .map_err(err500)?;
+        on_new_task(fetch(client.clone(), get(down, "/carried")).with_current_context()).await?;
         // Control, in the same handler: without the context.
-        tokio::spawn(fetch(client, get(down, "/plain")))
-            .await
-            .unwrap()
-            .map_err(err500)?;
-        Ok::<_, (StatusCode, String)>("done")
+        on_new_task(fetch(client, get(down, "/plain"))).await?;
+        Handled::Ok("done".into())
     };
-    let spans = run_handler(&t, handler, 3).await;
-    let server = server_span(&spans);
-    assert_child_of(client_to(&spans, "/carried"), server);
-    assert_new_root(client_to(&spans, "/plain"), server);
+    assert_child_and_new_root(&t, handler, "/carried", "/plain").await;
 }
 
 #[tokio::test]
 async fn context_client_behind_a_buffer_starts_a_new_root() {
     let t = Telemetry::new();
     let down = downstream().await;
-    let buffered = ServiceBuilder::new()
-        .buffer::<Request<Full<Bytes>>>(8)
-        .layer(t.client_layer().build())
-        .service(client());
+    let buffered = buffered_client(&t);
     let direct = otel_client(&t);
     let handler = move || async move {
         // Documented limitation: the buffer's worker task calls the client layer.
-        fetch(buffered, get(down, "/buffered"))
-            .await
-            .map_err(err500)?;
+        fetch(buffered, get(down, "/buffered")).await?;
         // Control: the same layer called on the handler's task.
-        fetch(direct, get(down, "/direct")).await.map_err(err500)?;
-        Ok::<_, (StatusCode, String)>("done")
+        fetch(direct, get(down, "/direct")).await?;
+        Handled::Ok("done".into())
     };
-    let spans = run_handler(&t, handler, 3).await;
-    let server = server_span(&spans);
-    assert_new_root(client_to(&spans, "/buffered"), server);
-    assert_child_of(client_to(&spans, "/direct"), server);
+    assert_child_and_new_root(&t, handler, "/direct", "/buffered").await;
 }
 
 #[tokio::test]
 async fn context_capture_context_layer_outside_a_buffer_keeps_the_parent() {
     let t = Telemetry::new();
     let down = downstream().await;
-    let captured = ServiceBuilder::new()
-        .layer(CaptureContextLayer::new())
-        .buffer::<Request<Full<Bytes>>>(8)
-        .layer(t.client_layer().build())
-        .service(client());
-    let uncaptured = ServiceBuilder::new()
-        .buffer::<Request<Full<Bytes>>>(8)
-        .layer(t.client_layer().build())
-        .service(client());
+    let captured = CaptureContextLayer::new().layer(buffered_client(&t));
+    let uncaptured = buffered_client(&t);
     let handler = move || async move {
-        let echoed_headers = fetch(captured.clone(), get(down, "/captured"))
-            .await
-            .map_err(err500)?;
+        let echoed_headers = fetch(captured.clone(), get(down, "/captured")).await?;
         // From a plain spawned task it captures that task's context, which is empty:
         // the layer must be called on the task that has the context. A new root.
-        tokio::spawn(fetch(captured, get(down, "/captured-in-spawn")))
-            .await
-            .unwrap()
-            .map_err(err500)?;
-        fetch(uncaptured, get(down, "/uncaptured"))
-            .await
-            .map_err(err500)?;
-        Ok::<_, (StatusCode, String)>(echoed_headers)
+        on_new_task(fetch(captured, get(down, "/captured-in-spawn"))).await?;
+        fetch(uncaptured, get(down, "/uncaptured")).await?;
+        Handled::Ok(echoed_headers)
     };
-    let app = Router::new()
-        .route("/h", routing::get(handler))
-        .layer(t.server().build());
-    let addr = serve_axum(app).await;
-    let (parts, echoed_headers, _) = send_from(addr, request("GET", "/h")).await;
-    assert_eq!(parts.status, 200, "{echoed_headers:?}");
-    t.wait_spans(4).await;
-    let spans = t.settle_spans(4).await;
+    let (echoed_headers, spans) = run_handler(&t, handler, 4).await;
     let server = server_span(&spans);
     let captured = client_to(&spans, "/captured");
     assert_child_of(captured, server);
@@ -623,40 +564,27 @@ async fn context_explicit_parent_context_wins() {
     let t = Telemetry::new();
     let down = downstream().await;
     let direct = otel_client(&t);
-    let captured = ServiceBuilder::new()
-        .layer(CaptureContextLayer::new())
-        .buffer::<Request<Full<Bytes>>>(8)
-        .layer(t.client_layer().build())
-        .service(client());
+    let captured = CaptureContextLayer::new().layer(buffered_client(&t));
     let provider = t.tracer_provider.clone();
     let handler = move || async move {
         // (1) The current context, carried by hand into a plain spawn.
-        let mut req = get(down, "/explicit-in-spawn");
-        req.extensions_mut().insert(ParentContext::current());
-        tokio::spawn(fetch(direct.clone(), req))
-            .await
-            .unwrap()
-            .map_err(err500)?;
+        let req = get_with_parent(down, "/explicit-in-spawn", ParentContext::current());
+        on_new_task(fetch(direct.clone(), req)).await?;
         // Control: the same spawn without it.
-        tokio::spawn(fetch(direct.clone(), get(down, "/plain-spawn")))
-            .await
-            .unwrap()
-            .map_err(err500)?;
+        on_new_task(fetch(direct.clone(), get(down, "/plain-spawn"))).await?;
         // (2) Another parent than the current context: it wins over the server span,
         // directly and through `CaptureContextLayer` (which keeps it).
         let tracer = provider.tracer("real_apps");
         let explicit = Context::current_with_span(tracer.start("explicit-parent"));
-        let mut req = get(down, "/explicit-direct");
-        req.extensions_mut().insert(ParentContext(explicit.clone()));
-        fetch(direct, req).await.map_err(err500)?;
-        let mut req = get(down, "/explicit-captured");
-        req.extensions_mut().insert(ParentContext(explicit.clone()));
-        fetch(captured, req).await.map_err(err500)?;
+        let req = get_with_parent(down, "/explicit-direct", ParentContext(explicit.clone()));
+        fetch(direct, req).await?;
+        let req = get_with_parent(down, "/explicit-captured", ParentContext(explicit.clone()));
+        fetch(captured, req).await?;
         explicit.span().end();
-        Ok::<_, (StatusCode, String)>("done")
+        Handled::Ok("done".into())
     };
     // server + 4 clients + the explicit parent
-    let spans = run_handler(&t, handler, 6).await;
+    let (_, spans) = run_handler(&t, handler, 6).await;
     let server = server_span(&spans);
     assert_child_of(client_to(&spans, "/explicit-in-spawn"), server);
     assert_new_root(client_to(&spans, "/plain-spawn"), server);
@@ -705,6 +633,17 @@ fn stalled_body() -> Body {
     )
 }
 
+/// Asserts that `span` ended with an error status and `error.type` `error_type`.
+#[track_caller]
+fn assert_failed(span: &SpanData, error_type: &str) {
+    assert_eq!(attr(&span.attributes, "error.type"), Some(s(error_type)));
+    assert!(
+        matches!(span.status, Status::Error { .. }),
+        "{:?}",
+        span.status
+    );
+}
+
 fn streaming_app(t: &Telemetry) -> Router {
     Router::new()
         .route("/panic", routing::get(|| async { panicking_body() }))
@@ -719,9 +658,7 @@ async fn streamed_body_panic_is_error_type_panic() {
     let addr = serve_axum(streaming_app(&t)).await;
 
     // Control first: the same kind of stream, without a panic, ends without an error.
-    let (parts, body, _) = send_from(addr, request("GET", "/stream")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "xxx");
+    assert_eq!(get_ok(addr, "/stream").await, "xxx");
     let spans = t.wait_spans(1).await;
     let ok = span_with_path(&spans, "/stream");
     assert_eq!(attr(&ok.attributes, "error.type"), None);
@@ -746,12 +683,7 @@ async fn streamed_body_panic_is_error_type_panic() {
     let spans = t.settle_spans(2).await;
     let span = span_with_path(&spans, "/panic");
     assert_eq!(span.name, "GET /panic");
-    assert_eq!(attr(&span.attributes, "error.type"), Some(s("panic")));
-    assert!(
-        matches!(span.status, Status::Error { .. }),
-        "{:?}",
-        span.status
-    );
+    assert_failed(span, "panic");
     assert_eq!(
         attr(&span.attributes, "http.response.status_code"),
         Some(Value::I64(200))
@@ -772,9 +704,7 @@ async fn streamed_body_panic_is_error_type_panic() {
     assert_eq!(active_value(&t), 0);
 
     // The server goes on serving (the panic ended one connection's task).
-    let (parts, body, _) = send_from(addr, request("GET", "/stream")).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(body, "xxx");
+    assert_eq!(get_ok(addr, "/stream").await, "xxx");
     t.wait_spans(3).await;
     assert_eq!(active_value(&t), 0);
 }
@@ -804,16 +734,7 @@ async fn streamed_body_dropped_midway_is_response_body_aborted() {
 
     t.wait_spans(1).await;
     let spans = t.settle_spans(1).await;
-    let span = &spans[0];
-    assert_eq!(
-        attr(&span.attributes, "error.type"),
-        Some(s("response_body_aborted"))
-    );
-    assert!(
-        matches!(span.status, Status::Error { .. }),
-        "{:?}",
-        span.status
-    );
+    assert_failed(&spans[0], "response_body_aborted");
     let points = t.f64_histogram(DURATION);
     assert_eq!(total_count(&points), 1);
     assert_eq!(
