@@ -8,14 +8,18 @@
 //! Metric attributes are where cardinality explodes, so what users add is bounded:
 //!
 //! - at most [`MAX_METRIC_ATTRIBUTES`] user attributes on a request's metric points
-//!   (hook attributes first, in the order given, then labels); further ones are dropped;
+//!   (hook attributes first, in the order given, then labels); further keys are dropped;
+//!   a key given twice keeps its last value, as the span shows it (request hook, then
+//!   response hook, then labels). On the span the SDK's own attribute limit applies
+//!   (128 by default): the cap is for metrics, where cardinality is the cost;
 //! - string values are cut at 2048 bytes (as captured headers are);
 //! - a user attribute cannot replace one of the conventions: a key in a namespace the
 //!   conventions own here (`http.`, `url.`, `server.`, `client.`, `network.`, `error.`,
 //!   `user_agent.`, `rpc.`) is dropped, on the span and on the metrics.
 //!
-//! Labels and hook attributes go on the span too, with the same rules (labels when the
-//! span ends, request-hook attributes when it starts, so a sampler sees them).
+//! Labels and hook attributes go on the span too, with the same key and length rules
+//! (labels when the span ends, request-hook attributes when it starts, so a sampler sees
+//! them).
 //!
 //! # Hooks that panic
 //!
@@ -252,12 +256,15 @@ impl Extra {
 
     fn extend<'a>(&mut self, attributes: impl Iterator<Item = &'a KeyValue>) {
         for kv in attributes.filter_map(accept) {
-            if self.metrics.len() == MAX_METRIC_ATTRIBUTES {
-                return;
+            let known = self.metrics.iter().any(|m| m.key == kv.key);
+            if self.metrics.len() == MAX_METRIC_ATTRIBUTES && !known {
+                continue;
             }
-            // One value per key: the first given stays.
-            if !self.metrics.iter().any(|m| m.key == kv.key) {
-                self.metrics.push(kv);
+            // One value per key: the last given wins, as on the span, where a later
+            // attribute of the same key is the one backends show.
+            match self.metrics.iter_mut().find(|m| m.key == kv.key) {
+                Some(existing) => *existing = kv,
+                None => self.metrics.push(kv),
             }
         }
     }
@@ -379,7 +386,7 @@ mod tests {
         ]);
         let all = extra.with(&[]);
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0], KeyValue::new("app.tenant", "acme"));
+        assert_eq!(all[0], KeyValue::new("app.tenant", "other"));
         assert_eq!(all[1].value.as_str().len(), attributes::MAX_VALUE_LEN);
     }
 
@@ -390,9 +397,12 @@ mod tests {
             .map(|i| KeyValue::new(format!("app.k{i}"), i64::from(i)))
             .collect();
         extra.add_labels(&labels);
+        // A key already there takes a later value, even with the cap reached.
+        extra.add_labels(&[KeyValue::new("app.k3", "late")]);
         let all = extra.with(&[KeyValue::new("http.request.method", "GET")]);
         assert_eq!(all.len(), 1 + MAX_METRIC_ATTRIBUTES);
         assert_eq!(all[16].key.as_str(), "app.k15");
+        assert_eq!(all[4], KeyValue::new("app.k3", "late"));
     }
 
     #[test]

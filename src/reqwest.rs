@@ -268,7 +268,16 @@ impl Middleware for OtelMiddleware {
                 }
                 Err(err) => {
                     let description = crate::errors::describe(&err);
-                    (*record).finish_described(Some(error_type(&err)), Some(description), None);
+                    let exception_type = match &err {
+                        reqwest_middleware::Error::Reqwest(_) => "reqwest::Error",
+                        reqwest_middleware::Error::Middleware(_) => "reqwest_middleware::Error",
+                    };
+                    (*record).finish_described(
+                        Some(error_type(&err)),
+                        Some(description),
+                        Some(exception_type),
+                        None,
+                    );
                     Err(err)
                 }
             }

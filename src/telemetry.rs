@@ -396,7 +396,7 @@ pub(crate) fn end_span(
     elapsed: std::time::Duration,
     error_type: Option<&'static str>,
     description: impl Into<std::borrow::Cow<'static, str>>,
-    exception: bool,
+    exception: Option<&'static str>,
 ) {
     let (Some(cx), Some(span_start)) = (cx, span_start) else {
         return;
@@ -405,12 +405,12 @@ pub(crate) fn end_span(
     if let Some(error_type) = error_type {
         let description = description.into();
         span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, error_type));
-        if exception {
+        if let Some(exception_type) = exception {
             span.add_event_with_timestamp(
                 "exception",
                 span_start + elapsed,
                 vec![
-                    KeyValue::new("exception.type", error_type),
+                    KeyValue::new("exception.type", exception_type),
                     KeyValue::new("exception.message", description.clone()),
                 ],
             );

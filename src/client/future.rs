@@ -74,7 +74,12 @@ where
             Err(err) => {
                 if let Some(record) = guard.take() {
                     let (error_type, description) = crate::errors::transport_failure(&err);
-                    (*record).finish_described(Some(error_type), description, None);
+                    (*record).finish_described(
+                        Some(error_type),
+                        description,
+                        Some(crate::attributes::error_type_name::<E>()),
+                        None,
+                    );
                 }
                 Err(err)
             }

@@ -249,7 +249,7 @@ impl ClientRecord {
 
     /// Ends the span and records the metrics. `error` is the error type of a failure.
     pub(crate) fn finish(self, error: Option<&'static str>, response_bytes: Option<u64>) {
-        self.finish_described(error, None, response_bytes);
+        self.finish_described(error, None, error, response_bytes);
     }
 
     /// Ends the span and records the metrics, with the failure's own description (its
@@ -258,6 +258,7 @@ impl ClientRecord {
         mut self,
         error: Option<&'static str>,
         description: Option<String>,
+        exception_type: Option<&'static str>,
         response_bytes: Option<u64>,
     ) {
         let elapsed = self.start.elapsed();
@@ -283,7 +284,9 @@ impl ClientRecord {
             elapsed,
             error_type,
             description,
-            self.shared.config.common.enrichment.record_exception && error.is_some(),
+            exception_type.filter(|_| {
+                error.is_some() && self.shared.config.common.enrichment.record_exception
+            }),
         );
 
         let Some(metrics) = &self.shared.metrics else {

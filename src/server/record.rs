@@ -412,7 +412,7 @@ impl ServerRecord {
             elapsed,
             error_type,
             description,
-            enrichment.record_exception && error.is_some(),
+            error.filter(|_| enrichment.record_exception),
         );
 
         let Some(metrics) = &self.shared.metrics else {
