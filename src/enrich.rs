@@ -99,6 +99,11 @@ impl Labeler {
         self.lock().clone()
     }
 
+    /// The labels, taken out: the call has ended.
+    fn take(&self) -> Vec<KeyValue> {
+        std::mem::take(&mut *self.lock())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<KeyValue>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -187,9 +192,10 @@ impl Attributes {
         self
     }
 
-    /// Everything for the span, checked: the span-only attributes and the metric ones.
+    /// Everything for the span: the span-only attributes and the metric ones (checked
+    /// when the hook returned).
     pub(crate) fn for_span(&self) -> impl Iterator<Item = KeyValue> + '_ {
-        self.span.iter().chain(&self.metrics).filter_map(accept)
+        self.span.iter().chain(&self.metrics).cloned()
     }
 }
 
@@ -221,7 +227,10 @@ impl fmt::Debug for Enrichment {
 pub(crate) fn run_hook(which: &'static str, hook: impl FnOnce(&mut Attributes)) -> Attributes {
     let mut attributes = Attributes::default();
     let caught = catch_unwind(AssertUnwindSafe(|| hook(&mut attributes)));
-    if caught.is_err() {
+    if caught.is_ok() {
+        sanitize(&mut attributes.span);
+        sanitize(&mut attributes.metrics);
+    } else {
         crate::config::report_once(
             which,
             &format!(
@@ -244,18 +253,17 @@ impl Extra {
         self.metrics.is_empty()
     }
 
-    /// Adds what a hook gave for the metrics.
-    pub(crate) fn add_hook(&mut self, attributes: &Attributes) {
-        self.extend(attributes.metrics.iter());
-    }
-
-    /// Adds labels.
-    pub(crate) fn add_labels(&mut self, labels: &[KeyValue]) {
-        self.extend(labels.iter());
-    }
-
-    fn extend<'a>(&mut self, attributes: impl Iterator<Item = &'a KeyValue>) {
-        for kv in attributes.filter_map(accept) {
+    /// Adds checked attributes (a hook's metric ones, labels).
+    pub(crate) fn add(&mut self, attributes: Vec<KeyValue>) {
+        // The usual case: nothing yet, few enough, no key given twice.
+        if self.metrics.is_empty()
+            && attributes.len() <= MAX_METRIC_ATTRIBUTES
+            && !has_repeats(&attributes)
+        {
+            self.metrics = attributes;
+            return;
+        }
+        for kv in attributes {
             let known = self.metrics.iter().any(|m| m.key == kv.key);
             if self.metrics.len() == MAX_METRIC_ATTRIBUTES && !known {
                 continue;
@@ -300,7 +308,7 @@ impl Enriched {
             ..Self::default()
         });
         if let Some(hooked) = hooked {
-            enriched.extra.add_hook(&hooked);
+            enriched.extra.add(hooked.metrics);
         }
         Some(enriched)
     }
@@ -328,7 +336,7 @@ impl Enriched {
             if let Some(cx) = span {
                 cx.span().set_attributes(hooked.for_span());
             }
-            enriched.extra.add_hook(&hooked);
+            enriched.extra.add(hooked.metrics);
         }
     }
 
@@ -341,33 +349,52 @@ impl Enriched {
             labeler,
             response_labeler,
         } = self;
-        let mut labels = labeler.as_ref().map(Labeler::get).unwrap_or_default();
+        let mut labels = labeler.as_ref().map(Labeler::take).unwrap_or_default();
         if let Some(response) = &response_labeler {
-            labels.extend(response.get());
+            labels.extend(response.take());
         }
         if !labels.is_empty() {
+            sanitize(&mut labels);
             if let Some(cx) = span {
-                cx.span().set_attributes(labels.iter().filter_map(accept));
+                cx.span().set_attributes(labels.iter().cloned());
             }
-            extra.add_labels(&labels);
+            extra.add(labels);
         }
         extra
     }
 }
 
-/// `kv` if its key is the user's to set, with a string value cut at the length limit.
-fn accept(kv: &KeyValue) -> Option<KeyValue> {
-    let key = kv.key.as_str();
-    if key.is_empty() || RESERVED.iter().any(|ns| key.starts_with(ns)) {
-        return None;
+/// Keeps the attributes whose keys are the user's to set, with string values cut at the
+/// length limit.
+fn sanitize(attributes: &mut Vec<KeyValue>) {
+    attributes.retain(|kv| !reserved(kv.key.as_str()));
+    for kv in attributes.iter_mut() {
+        if let Value::String(s) = &kv.value {
+            if s.as_str().len() > attributes::MAX_VALUE_LEN {
+                let cut = attributes::bounded(s.as_str()).to_owned();
+                kv.value = Value::String(StringValue::from(Cow::Owned(cut)));
+            }
+        }
     }
-    let value = match &kv.value {
-        Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN => Value::String(
-            StringValue::from(Cow::Owned(attributes::bounded(s.as_str()).to_owned())),
-        ),
-        other => other.clone(),
-    };
-    Some(KeyValue::new(kv.key.clone(), value))
+}
+
+/// An empty key, or one in a namespace the conventions own here.
+fn reserved(key: &str) -> bool {
+    match key.as_bytes().first() {
+        None => true,
+        Some(b'h' | b'u' | b's' | b'c' | b'n' | b'e' | b'r') => {
+            RESERVED.iter().any(|ns| key.starts_with(ns))
+        }
+        Some(_) => false,
+    }
+}
+
+/// Whether a key is given twice.
+fn has_repeats(attributes: &[KeyValue]) -> bool {
+    attributes
+        .iter()
+        .enumerate()
+        .any(|(i, kv)| attributes[..i].iter().any(|earlier| earlier.key == kv.key))
 }
 
 #[cfg(test)]
@@ -377,13 +404,16 @@ mod tests {
     #[test]
     fn conventions_cannot_be_replaced_and_values_are_cut() {
         let mut extra = Extra::default();
-        extra.add_labels(&[
+        let mut labels = vec![
             KeyValue::new("http.route", "/evil/{x}"),
             KeyValue::new("error.type", "mine"),
+            KeyValue::new("", "empty"),
             KeyValue::new("app.tenant", "acme"),
             KeyValue::new("app.tenant", "other"),
             KeyValue::new("app.long", "x".repeat(5000)),
-        ]);
+        ];
+        sanitize(&mut labels);
+        extra.add(labels);
         let all = extra.with(&[]);
         assert_eq!(all.len(), 2);
         assert_eq!(all[0], KeyValue::new("app.tenant", "other"));
@@ -396,9 +426,9 @@ mod tests {
         let labels: Vec<KeyValue> = (0..40)
             .map(|i| KeyValue::new(format!("app.k{i}"), i64::from(i)))
             .collect();
-        extra.add_labels(&labels);
+        extra.add(labels);
         // A key already there takes a later value, even with the cap reached.
-        extra.add_labels(&[KeyValue::new("app.k3", "late")]);
+        extra.add(vec![KeyValue::new("app.k3", "late")]);
         let all = extra.with(&[KeyValue::new("http.request.method", "GET")]);
         assert_eq!(all.len(), 1 + MAX_METRIC_ATTRIBUTES);
         assert_eq!(all[16].key.as_str(), "app.k15");

@@ -125,6 +125,7 @@ pub mod client;
 mod config;
 pub mod enrich;
 mod errors;
+pub mod grpc;
 mod guard;
 mod macros;
 pub mod propagation;

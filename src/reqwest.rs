@@ -272,12 +272,7 @@ impl Middleware for OtelMiddleware {
                         reqwest_middleware::Error::Reqwest(_) => "reqwest::Error",
                         reqwest_middleware::Error::Middleware(_) => "reqwest_middleware::Error",
                     };
-                    (*record).finish_described(
-                        Some(error_type(&err)),
-                        Some(description),
-                        Some(exception_type),
-                        None,
-                    );
+                    (*record).transport_error(error_type(&err), Some(description), exception_type);
                     Err(err)
                 }
             }

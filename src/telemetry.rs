@@ -255,6 +255,8 @@ pub(crate) struct Instruments {
     pub(crate) request_size: Option<Histogram<u64>>,
     pub(crate) response_size: Option<Histogram<u64>>,
     pub(crate) active: Option<UpDownCounter<i64>>,
+    /// `rpc.{server,client}.call.duration`, for gRPC calls.
+    pub(crate) rpc_duration: Histogram<f64>,
     #[cfg(feature = "experimental-bound-instruments")]
     pub(crate) bound: crate::bound::BoundCache,
 }
@@ -288,6 +290,11 @@ impl Instruments {
         if let (Some(h), Some(size)) = (&self.response_size, response_size) {
             h.record(size, attrs);
         }
+    }
+
+    /// Records the end of a gRPC call.
+    pub(crate) fn record_rpc(&self, attrs: &[KeyValue], duration: f64) {
+        self.rpc_duration.record(duration, attrs);
     }
 
     pub(crate) fn new(meter: &Meter, side: Side, body_sizes: bool, active: bool) -> Self {
@@ -324,6 +331,15 @@ impl Instruments {
                 .build(),
             request_size: body_sizes.then(|| size(request_size, "request")),
             response_size: body_sizes.then(|| size(response_size, "response")),
+            rpc_duration: meter
+                .f64_histogram(match side {
+                    Side::Server => crate::grpc::RPC_SERVER_CALL_DURATION,
+                    Side::Client => crate::grpc::RPC_CLIENT_CALL_DURATION,
+                })
+                .with_unit("s")
+                .with_description(format!("Duration of gRPC {who} calls."))
+                .with_boundaries(semconv::DURATION_BUCKETS.to_vec())
+                .build(),
             active: active.then(|| {
                 meter
                     .i64_up_down_counter(active_requests)

@@ -74,11 +74,10 @@ where
             Err(err) => {
                 if let Some(record) = guard.take() {
                     let (error_type, description) = crate::errors::transport_failure(&err);
-                    (*record).finish_described(
-                        Some(error_type),
+                    (*record).transport_error(
+                        error_type,
                         description,
-                        Some(crate::attributes::error_type_name::<E>()),
-                        None,
+                        crate::attributes::error_type_name::<E>(),
                     );
                 }
                 Err(err)
@@ -94,6 +93,6 @@ impl EndEarly for Box<ClientRecord> {
     /// Dropped before a response: a cancellation the caller chose, so not an error; a
     /// panic is one.
     fn end_early(self, panicked: bool) {
-        (*self).finish(panicked.then_some(crate::errors::PANIC), None);
+        (*self).end_early(panicked);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::OtelClient;
-use crate::config::{Common, Options};
+use crate::config::{Common, Misconfigured, Options};
 use crate::enrich::RequestParts;
 use crate::telemetry::{self, Side, Sources};
 
@@ -69,6 +69,7 @@ pub struct OtelClientLayerBuilder<Output = OtelClientLayer> {
     sources: Sources,
     options: Options,
     filter: Option<ClientFilter>,
+    target: Option<String>,
     output: PhantomData<fn() -> Output>,
 }
 
@@ -78,6 +79,7 @@ impl<Output> Default for OtelClientLayerBuilder<Output> {
             sources: Sources::default(),
             options: Options::default(),
             filter: None,
+            target: None,
             output: PhantomData,
         }
     }
@@ -94,6 +96,26 @@ impl<Output> OtelClientLayerBuilder<Output> {
     /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.
     pub fn body_size_metrics(mut self, enable: bool) -> Self {
         self.options.body_size_metrics = Some(enable);
+        self
+    }
+
+    /// The server this client talks to, for the requests whose URI has no authority:
+    /// tonic's generated clients send path-only URIs (`/pkg.Service/Method`) and the
+    /// `Channel` adds the scheme and authority further in, where no layer sees them. It
+    /// gives `server.address` and `server.port` (required on client spans), parsed as
+    /// gRPC targets are: `host:port`, `http://host:port`, `dns:///host:port`,
+    /// `unix:///path` (a path, no port). A URI's own authority wins.
+    ///
+    /// ```
+    /// # use tower_otel_http::OtelClientLayer;
+    /// let layer = OtelClientLayer::builder()
+    ///     .target("http://inventory.internal:50051") // the channel's endpoint
+    ///     .build();
+    /// ```
+    ///
+    /// `build()` panics on an empty target.
+    pub fn target(mut self, target: impl AsRef<str>) -> Self {
+        self.target = Some(target.as_ref().to_owned());
         self
     }
 
@@ -138,9 +160,15 @@ impl<Output: From<OtelClientLayer>> OtelClientLayerBuilder<Output> {
             Err(misconfigured) => misconfigured.panic(),
         };
         let (body_sizes, active) = (common.body_size_metrics, common.active_requests);
+        let target = match self.target.as_deref().map(crate::grpc::target) {
+            Some(Some(target)) => Some(target),
+            Some(None) => Misconfigured::new("target", "is empty").panic(),
+            None => None,
+        };
         let config = ClientConfig {
             common,
             filter: self.filter,
+            target,
         };
         Output::from(OtelClientLayer {
             shared: Arc::new(ClientShared::new(
@@ -168,6 +196,8 @@ pub(crate) type ClientShared = telemetry::Shared<ClientConfig>;
 pub(crate) struct ClientConfig {
     pub(crate) common: Common,
     pub(crate) filter: Option<ClientFilter>,
+    /// `server.address` and `server.port` for path-only URIs.
+    pub(crate) target: Option<(opentelemetry::StringValue, Option<u16>)>,
 }
 
 impl ClientConfig {
@@ -189,6 +219,7 @@ impl fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("common", &self.common)
             .field("filter", &self.filter.is_some())
+            .field("target", &self.target)
             .finish()
     }
 }

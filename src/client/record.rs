@@ -13,6 +13,7 @@ use super::{ParentContext, ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
+use crate::grpc::{self, Rpc};
 use crate::semconv::*;
 use crate::telemetry;
 
@@ -31,6 +32,8 @@ pub(crate) struct ClientRecord {
     version: Option<&'static str>,
     /// Hook attributes and labels, when any are used.
     enriched: Option<Box<Enriched>>,
+    /// A gRPC call: RPC conventions instead of HTTP ones.
+    rpc: Option<Box<Rpc>>,
 }
 
 impl ClientRecord {
@@ -58,12 +61,20 @@ impl ClientRecord {
         let method = config.common.known_methods.label(req.method);
         let host_header = attributes::header_str(req.headers, &http::header::HOST);
         let authority = req.uri.authority().map(|a| a.as_str()).or(host_header);
+        let rpc =
+            grpc::is_grpc(req.headers).then(|| Box::new(Rpc::new(req.uri.path(), req.headers)));
         let (server_address, server_port) = match authority.and_then(attributes::split_host_port) {
+            // gRPC: the port only when explicit (the target names it).
+            Some((host, port)) if rpc.is_some() => (Some(attributes::owned(host)), port),
             Some((host, port)) => (
                 Some(attributes::owned(host)),
                 port.or_else(|| default_port(req.uri)),
             ),
-            None => (None, None),
+            // A path-only URI (tonic's generated clients): the configured target.
+            None => match &config.target {
+                Some((host, port)) => (Some(host.clone()), *port),
+                None => (None, None),
+            },
         };
         let template = req.extensions.get::<UrlTemplate>().cloned();
         let enrichment = &config.common.enrichment;
@@ -85,6 +96,22 @@ impl ClientRecord {
                 span_start = Some(now);
                 let attributes = || {
                     let mut attrs = Vec::with_capacity(10);
+                    if let Some(rpc) = &rpc {
+                        rpc.start_attributes(&mut attrs);
+                        if let Some(address) = &server_address {
+                            attrs.push(KeyValue::new(
+                                SERVER_ADDRESS,
+                                Value::String(address.clone()),
+                            ));
+                            if let Some(port) = server_port {
+                                attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                            }
+                        }
+                        if let Some(hooked) = &hooked {
+                            attrs.extend(hooked.for_span());
+                        }
+                        return attrs;
+                    }
                     attrs.push(KeyValue::new(
                         HTTP_REQUEST_METHOD,
                         Value::String(method.value.clone()),
@@ -125,7 +152,10 @@ impl ClientRecord {
                     }
                     attrs
                 };
-                let name = method.span_name(template.as_ref().map(|t| t.0.as_str()));
+                let name = match &rpc {
+                    Some(rpc) => rpc.span_name(),
+                    None => method.span_name(template.as_ref().map(|t| t.0.as_str())),
+                };
                 let builder = SpanBuilder::from_name(name)
                     .with_kind(SpanKind::Client)
                     .with_start_time(now);
@@ -170,8 +200,11 @@ impl ClientRecord {
             status: None,
             version: None,
             enriched: Enriched::start(hooked, req.extensions.get::<Labeler>().cloned()),
+            rpc,
         };
-        if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
+        let active = shared.metrics.as_ref().and_then(|m| m.active.as_ref());
+        // `http.client.active_requests` counts HTTP requests, not gRPC calls.
+        if let Some(active) = active.filter(|_| record.rpc.is_none()) {
             active.add(1, record.active_attributes().as_slice());
         }
         record
@@ -210,6 +243,12 @@ impl ClientRecord {
                 enrich::run_hook("on_response", |attributes| hook(&parts, attributes))
             });
         Enriched::on_response(&mut self.enriched, extensions, hooked, self.cx.as_ref());
+        if let Some(rpc) = &mut self.rpc {
+            // A trailers-only response carries the status in its head.
+            rpc.http_status = Some(status);
+            rpc.headers(headers);
+            return;
+        }
         let Some(cx) = &self.cx else {
             return;
         };
@@ -239,12 +278,114 @@ impl ClientRecord {
     }
 
     fn finish_body(self, end: BodyEnd, bytes: u64) {
+        if self.rpc.is_some() {
+            let (end, error) = match end {
+                BodyEnd::Complete => (grpc::End::Complete, None),
+                // A client that stops reading a stream cancels the call.
+                BodyEnd::Aborted => (grpc::End::Dropped, None),
+                BodyEnd::Error(type_name) => (grpc::End::Failed, Some(type_name)),
+                BodyEnd::Panic => (grpc::End::Failed, Some(crate::errors::PANIC)),
+            };
+            return self.finish_rpc(end, error, None);
+        }
         match end {
             // The caller chose to stop reading: not an error.
             BodyEnd::Complete | BodyEnd::Aborted => self.finish(None, Some(bytes)),
             BodyEnd::Error(type_name) => self.finish(Some(type_name), Some(bytes)),
             BodyEnd::Panic => self.finish(Some(crate::errors::PANIC), Some(bytes)),
         }
+    }
+
+    /// The response future was dropped before a response (`panicked`: unwound through).
+    pub(crate) fn end_early(self, panicked: bool) {
+        if self.rpc.is_some() {
+            return match panicked {
+                true => self.finish_rpc(grpc::End::Failed, Some(crate::errors::PANIC), None),
+                false => self.finish_rpc(grpc::End::Dropped, None, None),
+            };
+        }
+        // A cancellation the caller chose is not an error; a panic is one.
+        self.finish(panicked.then_some(crate::errors::PANIC), None);
+    }
+
+    /// No response: the inner service failed with a transport error, of class
+    /// `error_type` (`connect`, `timeout`, ... or its type name), described by
+    /// `description`, whose type is `exception_type`.
+    pub(crate) fn transport_error(
+        mut self,
+        error_type: &'static str,
+        description: Option<String>,
+        exception_type: &'static str,
+    ) {
+        if let Some(rpc) = &mut self.rpc {
+            // No status from the server: the client's own. A deadline that passed is
+            // `DEADLINE_EXCEEDED` (tonic's channel reports it as its own timeout error).
+            let code = match rpc.timeout {
+                Some(deadline) if self.start.elapsed() >= deadline => grpc::DEADLINE_EXCEEDED,
+                _ => grpc::UNAVAILABLE,
+            };
+            rpc.code = Some(code);
+            return self.finish_rpc(grpc::End::Failed, None, description);
+        }
+        self.finish_described(Some(error_type), description, Some(exception_type), None);
+    }
+
+    /// Ends a gRPC call: its code, the span, `rpc.client.call.duration`.
+    fn finish_rpc(
+        mut self,
+        end: grpc::End,
+        failure: Option<&'static str>,
+        failure_message: Option<String>,
+    ) {
+        let Some(mut rpc) = self.rpc.take() else {
+            return;
+        };
+        let elapsed = self.start.elapsed();
+        let code = rpc.settle(end, elapsed);
+        // Every code but OK is a failure on the client.
+        let error_type = failure.or_else(|| (code != grpc::OK).then(|| grpc::code_name(code)));
+        let extra = match self.enriched.take() {
+            Some(enriched) => enriched.finish(self.cx.as_ref()),
+            None => Extra::default(),
+        };
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(KeyValue::new(
+                grpc::RPC_RESPONSE_STATUS_CODE,
+                grpc::code_name(code),
+            ));
+        }
+        let description = rpc.message.take().or(failure_message).unwrap_or_default();
+        let record_exception = self.shared.config.common.enrichment.record_exception;
+        telemetry::end_span(
+            self.cx.as_ref(),
+            self.span_start,
+            elapsed,
+            error_type,
+            description,
+            failure.filter(|_| record_exception),
+        );
+        let Some(metrics) = &self.shared.metrics else {
+            return;
+        };
+        let mut attrs = Attrs::<8>::new();
+        attrs.push(KeyValue::new(grpc::RPC_SYSTEM_NAME, grpc::SYSTEM));
+        attrs.push(rpc.method_attribute());
+        attrs.push(KeyValue::new(
+            grpc::RPC_RESPONSE_STATUS_CODE,
+            grpc::code_name(code),
+        ));
+        if let Some(error_type) = error_type {
+            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
+        }
+        self.push_server(&mut attrs);
+        let with_extra;
+        let attrs = if extra.is_empty() {
+            attrs.as_slice()
+        } else {
+            with_extra = extra.with(attrs.as_slice());
+            &with_extra
+        };
+        metrics.record_rpc(attrs, elapsed.as_secs_f64());
     }
 
     /// Ends the span and records the metrics. `error` is the error type of a failure.
@@ -365,6 +506,12 @@ impl ClientRecord {
 }
 
 impl CallRecord for ClientRecord {
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(rpc) = &mut self.rpc {
+            rpc.headers(trailers);
+        }
+    }
+
     fn finish(self: Box<Self>, end: BodyEnd, bytes: u64) {
         (*self).finish_body(end, bytes);
     }

@@ -17,6 +17,7 @@ use super::PeerAddr;
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
+use crate::grpc::{self, Rpc};
 use crate::semconv::*;
 use crate::telemetry;
 use crate::HttpRoute;
@@ -60,6 +61,8 @@ pub(crate) struct ServerRecord {
     head: bool,
     /// Hook attributes and labels, when any are used.
     enriched: Option<Box<Enriched>>,
+    /// A gRPC call: RPC conventions instead of HTTP ones.
+    rpc: Option<Box<Rpc>>,
 }
 
 impl ServerRecord {
@@ -87,6 +90,7 @@ impl ServerRecord {
             (None, None, None) => StringValue::from("http"),
         };
         let route = HttpRoute::from_extensions(req.extensions());
+        let rpc = grpc::is_grpc(headers).then(|| Box::new(Rpc::new(uri.path(), headers)));
         let enrichment = &config.common.enrichment;
         let hooked = enrichment.on_request.as_ref().map(|hook| {
             let parts = RequestParts {
@@ -115,6 +119,29 @@ impl ServerRecord {
                 let parent = shared.propagation.extract(headers);
                 let attributes = || {
                     let mut attrs = Vec::with_capacity(16);
+                    if let Some(rpc) = &rpc {
+                        rpc.start_attributes(&mut attrs);
+                        if let Some((host, port)) = server_address() {
+                            attrs.push(KeyValue::new(
+                                SERVER_ADDRESS,
+                                Value::String(attributes::owned(host)),
+                            ));
+                            if let Some(port) = port {
+                                attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+                            }
+                        }
+                        if let Some(peer) = peer_addr(req.extensions()) {
+                            attrs.push(KeyValue::new(
+                                NETWORK_PEER_ADDRESS,
+                                Value::String(StringValue::from(peer.ip().to_string())),
+                            ));
+                            attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
+                        }
+                        if let Some(hooked) = &hooked {
+                            attrs.extend(hooked.for_span());
+                        }
+                        return attrs;
+                    }
                     attrs.push(KeyValue::new(
                         HTTP_REQUEST_METHOD,
                         Value::String(method.value.clone()),
@@ -185,7 +212,11 @@ impl ServerRecord {
                     attrs
                 };
 
-                let builder = SpanBuilder::from_name(span_name(shared, &method, route.as_ref()))
+                let name = match &rpc {
+                    Some(rpc) => rpc.span_name(),
+                    None => span_name(shared, &method, route.as_ref()),
+                };
+                let builder = SpanBuilder::from_name(name)
                     .with_kind(SpanKind::Server)
                     .with_start_time(now);
                 let span = if public {
@@ -245,8 +276,11 @@ impl ServerRecord {
             status: None,
             head: req.method() == http::Method::HEAD,
             enriched: Enriched::start(hooked, enrichment.labels.then(Labeler::new)),
+            rpc,
         };
-        if let Some(active) = shared.metrics.as_ref().and_then(|m| m.active.as_ref()) {
+        let active = shared.metrics.as_ref().and_then(|m| m.active.as_ref());
+        // `http.server.active_requests` counts HTTP requests, not gRPC calls.
+        if let Some(active) = active.filter(|_| record.rpc.is_none()) {
             active.add(1, record.active_attributes().as_slice());
         }
         record
@@ -311,6 +345,12 @@ impl ServerRecord {
             });
         let span = self.span_start.and(self.cx.as_ref());
         Enriched::on_response(&mut self.enriched, res.extensions(), hooked, span);
+        if let Some(rpc) = &mut self.rpc {
+            // A trailers-only response carries the status in its head.
+            rpc.http_status = Some(res.status());
+            rpc.headers(res.headers());
+            return;
+        }
         let late_route = match &self.route {
             None => HttpRoute::from_extensions(res.extensions()),
             Some(_) => None,
@@ -357,6 +397,15 @@ impl ServerRecord {
     }
 
     fn finish_body(self, end: BodyEnd, bytes: u64) {
+        if self.rpc.is_some() {
+            let (end, error) = match end {
+                BodyEnd::Complete => (grpc::End::Complete, None),
+                BodyEnd::Aborted => (grpc::End::Dropped, None),
+                BodyEnd::Error(type_name) => (grpc::End::Failed, Some(type_name)),
+                BodyEnd::Panic => (grpc::End::Failed, Some(crate::errors::PANIC)),
+            };
+            return self.finish_rpc(end, error, None);
+        }
         let (error, description) = match end {
             BodyEnd::Complete => (None, ""),
             BodyEnd::Error(type_name) => (Some(type_name), "response body failed"),
@@ -370,6 +419,16 @@ impl ServerRecord {
     }
 
     pub(crate) fn finish_early(self, why: Early) {
+        if self.rpc.is_some() {
+            let (end, error, message) = match why {
+                Early::ServiceError(type_name, message) => {
+                    (grpc::End::Failed, Some(type_name), message)
+                }
+                Early::Cancelled => (grpc::End::Dropped, None, None),
+                Early::Panic => (grpc::End::Failed, Some(crate::errors::PANIC), None),
+            };
+            return self.finish_rpc(end, error, message);
+        }
         let (error, description): (_, Cow<'static, str>) = match why {
             Early::ServiceError(type_name, message) => (
                 type_name,
@@ -522,8 +581,83 @@ impl CallRecord for ServerRecord {
         self.cx.as_ref()
     }
 
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(rpc) = &mut self.rpc {
+            rpc.headers(trailers);
+        }
+    }
+
     fn finish(self: Box<Self>, end: BodyEnd, bytes: u64) {
         (*self).finish_body(end, bytes);
+    }
+}
+
+impl ServerRecord {
+    /// Ends a gRPC call: its code, the span, `rpc.server.call.duration`.
+    fn finish_rpc(
+        mut self,
+        end: grpc::End,
+        failure: Option<&'static str>,
+        failure_message: Option<String>,
+    ) {
+        let Some(mut rpc) = self.rpc.take() else {
+            return;
+        };
+        let elapsed = self.start.elapsed();
+        let code = rpc.settle(end, elapsed);
+        let error_type =
+            failure.or_else(|| grpc::server_error(code).then(|| grpc::code_name(code)));
+        // `UNIMPLEMENTED` from the server: a method it does not know. Its name is the
+        // caller's to choose, so the metrics take `_OTHER` (the span keeps what was asked).
+        let unknown_method = code == grpc::UNIMPLEMENTED && rpc.code.is_some();
+        let extra = match self.enriched.take() {
+            Some(enriched) => enriched.finish(self.span_cx()),
+            None => Extra::default(),
+        };
+        if let Some(cx) = self.span_cx() {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                grpc::RPC_RESPONSE_STATUS_CODE,
+                grpc::code_name(code),
+            ));
+            let description = rpc.message.take().or(failure_message).unwrap_or_default();
+            telemetry::end_span(
+                Some(cx),
+                self.span_start,
+                elapsed,
+                error_type,
+                description,
+                error_type.filter(|_| {
+                    self.shared.config.common.enrichment.record_exception && failure.is_some()
+                }),
+            );
+        }
+        let Some(metrics) = &self.shared.metrics else {
+            return;
+        };
+        let mut attrs = Attrs::<8>::new();
+        attrs.push(KeyValue::new(grpc::RPC_SYSTEM_NAME, grpc::SYSTEM));
+        attrs.push(if unknown_method {
+            KeyValue::new(grpc::RPC_METHOD, OTHER)
+        } else {
+            rpc.method_attribute()
+        });
+        attrs.push(KeyValue::new(
+            grpc::RPC_RESPONSE_STATUS_CODE,
+            grpc::code_name(code),
+        ));
+        if let Some(error_type) = error_type {
+            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
+        }
+        self.push_server_address(&mut attrs);
+        let with_extra;
+        let attrs = if extra.is_empty() {
+            attrs.as_slice()
+        } else {
+            with_extra = extra.with(attrs.as_slice());
+            &with_extra
+        };
+        metrics.record_rpc(attrs, elapsed.as_secs_f64());
     }
 }
 
