@@ -439,6 +439,15 @@ impl<const N: usize> Attrs<N> {
     pub(crate) fn as_slice(&self) -> &[KeyValue] {
         &self.items[..self.len]
     }
+
+    /// The attributes, moved out, followed by `more` (moved too): one allocation, no
+    /// clone.
+    pub(crate) fn with_more(self, more: Vec<KeyValue>) -> Vec<KeyValue> {
+        let mut all = Vec::with_capacity(self.len + more.len());
+        all.extend(self.items.into_iter().take(self.len));
+        all.extend(more);
+        all
+    }
 }
 
 #[cfg(test)]

@@ -277,10 +277,15 @@ impl Extra {
         }
     }
 
-    /// `conventions` followed by the user attributes.
-    pub(crate) fn with(&self, conventions: &[KeyValue]) -> Vec<KeyValue> {
-        let mut all = Vec::with_capacity(conventions.len() + self.metrics.len());
-        all.extend_from_slice(conventions);
+    /// The user attributes, moved out.
+    pub(crate) fn into_vec(self) -> Vec<KeyValue> {
+        self.metrics
+    }
+
+    /// `conventions` followed by the user attributes (for tests).
+    #[cfg(test)]
+    fn with(&self, conventions: &[KeyValue]) -> Vec<KeyValue> {
+        let mut all = conventions.to_vec();
         all.extend(self.metrics.iter().cloned());
         all
     }
@@ -367,6 +372,14 @@ impl Enriched {
 /// Keeps the attributes whose keys are the user's to set, with string values cut at the
 /// length limit.
 fn sanitize(attributes: &mut Vec<KeyValue>) {
+    let too_long = |kv: &KeyValue| matches!(&kv.value, Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN);
+    // The usual case: nothing to drop or cut.
+    if attributes
+        .iter()
+        .all(|kv| !reserved(kv.key.as_str()) && !too_long(kv))
+    {
+        return;
+    }
     attributes.retain(|kv| !reserved(kv.key.as_str()));
     for kv in attributes.iter_mut() {
         if let Value::String(s) = &kv.value {

@@ -9,8 +9,7 @@
 //! The span (kind SERVER or CLIENT) is named after `rpc.method`, the request's path
 //! without its leading `/` (`helloworld.Greeter/SayHello`), or `grpc` when the path is not
 //! a gRPC method. Attributes: `rpc.system.name = grpc`, `rpc.method` (`_OTHER`, with
-//! `rpc.method_original`, for a path that is not `/{service}/{method}`, and, on the
-//! server, for a method the server answered `UNIMPLEMENTED` without a body),
+//! `rpc.method_original`, for a path that is not `/{service}/{method}`),
 //! `rpc.response.status_code` (the code's name: `OK`, `NOT_FOUND`, ...), `server.address`
 //! and `server.port` (server: the `:authority`; client: the request URI, or the builder's
 //! `target` for tonic's path-only URIs), `network.peer.*` where known, and `error.type`
@@ -22,6 +21,13 @@
 //! | client | any code but `OK` |
 //!
 //! A failed call's span has status `Error`, with the `grpc-message` as the description.
+//!
+//! A method the server does not know: the layer cannot tell when the span starts (it
+//! wraps the whole server, before routing), so the span, which a sampler already saw,
+//! keeps the method the client asked for; the metric point of a call the server answered
+//! `UNIMPLEMENTED` takes `rpc.method = _OTHER`, so that made-up method names cannot
+//! create metric series. (Setting `rpc.method` again on the span would not replace it:
+//! the SDK keeps both values, and a key twice is invalid in OTLP.)
 //!
 //! # How a call ends
 //!
@@ -216,6 +222,8 @@ pub(crate) struct Rpc {
     pub(crate) message: Option<String>,
     /// The response's HTTP status, for the mapping when no `grpc-status` comes.
     pub(crate) http_status: Option<http::StatusCode>,
+    /// Whether the response head was a gRPC one (`application/grpc*`).
+    pub(crate) grpc_response: bool,
 }
 
 impl Rpc {
@@ -231,6 +239,7 @@ impl Rpc {
             code: None,
             message: None,
             http_status: None,
+            grpc_response: false,
         }
     }
 
@@ -263,6 +272,14 @@ impl Rpc {
 
     /// A header block went by (the response head, or the trailers): its status, if it
     /// has one, is final.
+    /// The response head arrived: its HTTP status, whether it is gRPC at all, and the
+    /// status of a trailers-only response.
+    pub(crate) fn response(&mut self, status: http::StatusCode, headers: &HeaderMap) {
+        self.http_status = Some(status);
+        self.grpc_response = is_grpc(headers);
+        self.headers(headers);
+    }
+
     pub(crate) fn headers(&mut self, headers: &HeaderMap) {
         if self.code.is_some() {
             return;
@@ -282,8 +299,10 @@ impl Rpc {
         }
         let code = match end {
             End::Complete => self.http_status.map_or(UNKNOWN, from_http_status),
-            End::Dropped => match self.timeout {
-                Some(deadline) if elapsed >= deadline => DEADLINE_EXCEEDED,
+            End::Dropped => match (self.timeout, self.http_status) {
+                (Some(deadline), _) if elapsed >= deadline => DEADLINE_EXCEEDED,
+                // Not a gRPC answer at all (a proxy's error page): its HTTP status says.
+                (_, Some(status)) if !self.grpc_response => from_http_status(status),
                 _ => CANCELLED,
             },
             End::Failed => UNKNOWN,

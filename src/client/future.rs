@@ -56,17 +56,19 @@ where
         }
         Poll::Ready(match result {
             Ok(res) => {
-                let ended = guard.user_code(|record| {
-                    if let Some(record) = record {
+                let (ended, drop_completes) = guard
+                    .user_code(|record| {
+                        let record = record.as_mut()?;
                         record.on_response(&res);
-                    }
-                    res.body().is_end_stream()
-                });
+                        Some((res.body().is_end_stream(), !record.is_rpc()))
+                    })
+                    .unwrap_or((false, true));
                 let (parts, body) = res.into_parts();
                 let body = match guard.take() {
-                    // The caller may stop reading at any point: a dropped body is the end,
-                    // not an abort, so no declared length is needed.
-                    Some(record) => ResponseBody::new(body, record, None, true, ended),
+                    // The caller may stop reading an HTTP body at any point: a dropped body
+                    // is the end, not an abort, so no declared length is needed. A gRPC
+                    // call dropped before its trailers is cancelled.
+                    Some(record) => ResponseBody::new(body, record, None, drop_completes, ended),
                     None => ResponseBody::passthrough(body),
                 };
                 Ok(Response::from_parts(parts, body))

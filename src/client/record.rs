@@ -245,8 +245,7 @@ impl ClientRecord {
         Enriched::on_response(&mut self.enriched, extensions, hooked, self.cx.as_ref());
         if let Some(rpc) = &mut self.rpc {
             // A trailers-only response carries the status in its head.
-            rpc.http_status = Some(status);
-            rpc.headers(headers);
+            rpc.response(status, headers);
             return;
         }
         let Some(cx) = &self.cx else {
@@ -294,6 +293,11 @@ impl ClientRecord {
             BodyEnd::Error(type_name) => self.finish(Some(type_name), Some(bytes)),
             BodyEnd::Panic => self.finish(Some(crate::errors::PANIC), Some(bytes)),
         }
+    }
+
+    /// A gRPC call.
+    pub(crate) fn is_rpc(&self) -> bool {
+        self.rpc.is_some()
     }
 
     /// The response future was dropped before a response (`panicked`: unwound through).
@@ -382,7 +386,7 @@ impl ClientRecord {
         let attrs = if extra.is_empty() {
             attrs.as_slice()
         } else {
-            with_extra = extra.with(attrs.as_slice());
+            with_extra = attrs.with_more(extra.into_vec());
             &with_extra
         };
         metrics.record_rpc(attrs, elapsed.as_secs_f64());
@@ -461,7 +465,7 @@ impl ClientRecord {
         let attrs = if extra.is_empty() {
             attrs.as_slice()
         } else {
-            with_extra = extra.with(attrs.as_slice());
+            with_extra = attrs.with_more(extra.into_vec());
             &with_extra
         };
         metrics.record(

@@ -347,8 +347,7 @@ impl ServerRecord {
         Enriched::on_response(&mut self.enriched, res.extensions(), hooked, span);
         if let Some(rpc) = &mut self.rpc {
             // A trailers-only response carries the status in its head.
-            rpc.http_status = Some(res.status());
-            rpc.headers(res.headers());
+            rpc.response(res.status(), res.headers());
             return;
         }
         let late_route = match &self.route {
@@ -506,7 +505,7 @@ impl ServerRecord {
         let attrs = if extra.is_empty() {
             attrs.as_slice()
         } else {
-            with_extra = extra.with(attrs.as_slice());
+            with_extra = attrs.with_more(extra.into_vec());
             &with_extra
         };
         metrics.record(
@@ -654,7 +653,7 @@ impl ServerRecord {
         let attrs = if extra.is_empty() {
             attrs.as_slice()
         } else {
-            with_extra = extra.with(attrs.as_slice());
+            with_extra = attrs.with_more(extra.into_vec());
             &with_extra
         };
         metrics.record_rpc(attrs, elapsed.as_secs_f64());
