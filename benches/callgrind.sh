@@ -48,18 +48,20 @@ base=$(delta none)
 bare=$((base / 2000))
 printf '%-22s %12s %12s\n' case "instr/req" "over bare"
 printf '%-22s %12d %12d\n' bare "$bare" 0
-stream_bare=
+declare -A family_bare=()
 for case in "${cases[@]}"; do
   d=$(delta "$case")
   known "$case" || { echo "callgrind.sh: no case named '$case'" >&2; exit 1; }
-  if [[ $case == stream/* ]]; then
-    # A stream case runs beside `stream/bare` too: compare it with that.
-    if [ -z "$stream_bare" ]; then
-      sb=$(delta stream/bare)
-      stream_bare=$(((sb - base) / 2000))
+  family=${case%%/*}
+  if [[ $family == stream || $family == grpc ]]; then
+    # A family's case runs beside the family's own bare (`stream/bare`, `grpc/bare`) too:
+    # compare it with that.
+    if [ -z "${family_bare[$family]:-}" ]; then
+      fb=$(delta "$family/bare")
+      family_bare[$family]=$(((fb - base) / 2000))
     fi
-    n=$(((d - base) / 2000 - stream_bare))
-    ref=$stream_bare
+    ref=${family_bare[$family]}
+    n=$(((d - base) / 2000 - ref))
   else
     n=$(((d - base) / 2000))
     ref=$bare

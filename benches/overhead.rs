@@ -25,6 +25,9 @@
 //!   installed; `layer/enriched` is `layer/sdk` with a request hook adding one attribute
 //!   (span and metrics) and a handler adding one label.
 //! - `stream/*`: the same with a 16-chunk streamed response body.
+//! - `grpc/*`: a unary gRPC call on the same request, made a gRPC one (`POST`,
+//!   `application/grpc`, a method path) in front of every `grpc/*` case, answered with
+//!   one message and `grpc-status: 0` trailers; compared with `grpc/bare`.
 //! - `client/*`: `OtelClientLayer` over an in-process client service.
 //! - `peer/oitower/*`: opentelemetry-instrumentation-tower 0.19 (opentelemetry-rust-contrib),
 //!   the closest peer, with the same SDK providers installed as the globals (it reads
@@ -491,6 +494,33 @@ fn cases() -> Vec<Case> {
             bare_globals: false,
         },
         Case {
+            name: "grpc/bare",
+            // The same two levels of boxing as the layered cases, as for `bare`.
+            svc: grpc(boxed(grpc_handler())),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            name: "grpc/sdk",
+            svc: grpc(boxed(
+                ServiceBuilder::new()
+                    .layer(sdk().build())
+                    .service(grpc_handler()),
+            )),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            name: "grpc/noop",
+            svc: grpc(boxed(
+                ServiceBuilder::new()
+                    .layer(OtelLayer::builder().build())
+                    .service(grpc_handler()),
+            )),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
             name: "client/layer/sdk",
             svc: client(
                 OtelClientLayer::builder()
@@ -547,6 +577,57 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The case a case is compared with: its family's `bare` (`stream/bare`, `grpc/bare`),
+/// else `bare`.
+fn base(name: &str) -> &'static str {
+    if name.starts_with("stream/") {
+        "stream/bare"
+    } else if name.starts_with("grpc/") {
+        "grpc/bare"
+    } else {
+        "bare"
+    }
+}
+
+/// A unary gRPC exchange on the same request: the request made a gRPC one (`POST`,
+/// `content-type: application/grpc`, a method path) before `inner`, whose response is a
+/// gRPC one: a message, then the `grpc-status: 0` trailers.
+fn grpc(inner: Svc) -> Svc {
+    BoxCloneService::new(tower::service_fn(move |mut req: Request<Full<Bytes>>| {
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() =
+            http::Uri::from_static("http://api.example.com/helloworld.Greeter/SayHello");
+        let headers = req.headers_mut();
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("te", http::HeaderValue::from_static("trailers"));
+        inner.clone().oneshot(req)
+    }))
+}
+
+/// The gRPC server's answer: one message and the trailers.
+fn grpc_handler() -> Svc {
+    BoxCloneService::new(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames = [
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(
+                b"\x00\x00\x00\x00\x07\x0a\x05hello",
+            ))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+        let mut res = Response::new(body);
+        res.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        Ok::<_, Infallible>(res)
+    }))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
@@ -558,10 +639,9 @@ fn main() {
     let mut cases = cases();
     if let Some(filter) = &filter {
         let wanted: Vec<&str> = filter.split(',').collect();
-        let streams = wanted.iter().any(|f| f.starts_with("stream/"));
-        cases.retain(|c| {
-            c.name == "bare" || (streams && c.name == "stream/bare") || wanted.contains(&c.name)
-        });
+        // A family's cases (`stream/*`, `grpc/*`) run beside the family's own `bare`.
+        let bases: Vec<&str> = wanted.iter().map(|f| base(f)).collect();
+        cases.retain(|c| c.name == "bare" || bases.contains(&c.name) || wanted.contains(&c.name));
     }
 
     // Allocations, spans and children of the incoming context per request (warm first:
@@ -587,13 +667,6 @@ fn main() {
     let n = cases.len();
     let mut per_req = vec![Vec::new(); n];
     let mut ratios = vec![Vec::new(); n];
-    let base = |name: &str| {
-        if name.starts_with("stream/") {
-            "stream/bare"
-        } else {
-            "bare"
-        }
-    };
     for round in 0..rounds {
         let mut times = vec![0.0; n];
         for k in 0..n {
