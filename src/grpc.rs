@@ -89,6 +89,12 @@ pub(crate) const UNIMPLEMENTED: u8 = 12;
 pub(crate) const INTERNAL: u8 = 13;
 pub(crate) const UNAVAILABLE: u8 = 14;
 
+/// A gRPC request: always a `POST` (checked first: the usual `GET` costs no header
+/// lookup) with a gRPC content type.
+pub(crate) fn is_grpc_request(method: &http::Method, headers: &HeaderMap) -> bool {
+    method == http::Method::POST && is_grpc(headers)
+}
+
 /// A request or response in gRPC (`application/grpc`, `+proto`, `+json`, gRPC-Web).
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers

@@ -61,8 +61,8 @@ impl ClientRecord {
         let method = config.common.known_methods.label(req.method);
         let host_header = attributes::header_str(req.headers, &http::header::HOST);
         let authority = req.uri.authority().map(|a| a.as_str()).or(host_header);
-        let rpc =
-            grpc::is_grpc(req.headers).then(|| Box::new(Rpc::new(req.uri.path(), req.headers)));
+        let rpc = grpc::is_grpc_request(req.method, req.headers)
+            .then(|| Box::new(Rpc::new(req.uri.path(), req.headers)));
         let (server_address, server_port) = match authority.and_then(attributes::split_host_port) {
             // gRPC: the port only when explicit (the target names it).
             Some((host, port)) if rpc.is_some() => (Some(attributes::owned(host)), port),

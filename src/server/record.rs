@@ -90,7 +90,8 @@ impl ServerRecord {
             (None, None, None) => StringValue::from("http"),
         };
         let route = HttpRoute::from_extensions(req.extensions());
-        let rpc = grpc::is_grpc(headers).then(|| Box::new(Rpc::new(uri.path(), headers)));
+        let rpc = grpc::is_grpc_request(req.method(), headers)
+            .then(|| Box::new(Rpc::new(uri.path(), headers)));
         let enrichment = &config.common.enrichment;
         let hooked = enrichment.on_request.as_ref().map(|hook| {
             let parts = RequestParts {
