@@ -43,7 +43,8 @@
 //! tonic ends a call whose deadline passed as `CANCELLED` ("Timeout expired") on both
 //! sides, and drops the server's future; the request's `grpc-timeout` tells the layer that
 //! the deadline passed, so it records `DEADLINE_EXCEEDED`, as the conventions and gRPC's
-//! status-code guide ask.
+//! status-code guide ask: for a dropped call, and for a `CANCELLED` status that arrives
+//! once the deadline has passed.
 
 use std::time::Duration;
 
@@ -300,7 +301,15 @@ impl Rpc {
 
     /// The call's code when it ended as `end` after `elapsed`, if none came.
     pub(crate) fn settle(&mut self, end: End, elapsed: Duration) -> u8 {
+        let past_deadline = self.timeout.is_some_and(|deadline| elapsed >= deadline);
         if let Some(code) = self.code {
+            // tonic ends a call whose deadline passed as `CANCELLED` ("Timeout expired"):
+            // once the deadline has passed, that is `DEADLINE_EXCEEDED`.
+            let code = match code {
+                CANCELLED if past_deadline => DEADLINE_EXCEEDED,
+                code => code,
+            };
+            self.code = Some(code);
             return code;
         }
         let code = match end {
@@ -420,6 +429,19 @@ mod tests {
         let mut rpc = Rpc::new("/a.B/C", &headers(&[("grpc-timeout", "100m")]));
         assert_eq!(
             rpc.settle(End::Dropped, Duration::from_millis(50)),
+            CANCELLED
+        );
+        // A `CANCELLED` the peer sent once the deadline passed (tonic's timeouts).
+        let mut rpc = Rpc::new("/a.B/C", &headers(&[("grpc-timeout", "100m")]));
+        rpc.headers(&headers(&[("grpc-status", "1")]));
+        assert_eq!(
+            rpc.settle(End::Complete, Duration::from_millis(150)),
+            DEADLINE_EXCEEDED
+        );
+        let mut rpc = Rpc::new("/a.B/C", &headers(&[("grpc-timeout", "100m")]));
+        rpc.headers(&headers(&[("grpc-status", "1")]));
+        assert_eq!(
+            rpc.settle(End::Complete, Duration::from_millis(50)),
             CANCELLED
         );
     }
