@@ -166,19 +166,20 @@ pub(crate) fn from_http_status(status: http::StatusCode) -> u8 {
 
 /// The request's `grpc-timeout`: at most 8 digits and a unit.
 pub(crate) fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = std::str::from_utf8(headers.get("grpc-timeout")?.as_bytes()).ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // Bytes, not characters: a multi-byte last character is no unit, never a panic.
+    let (&unit, digits) = headers.get("grpc-timeout")?.as_bytes().split_last()?;
+    let digits = std::str::from_utf8(digits).ok()?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -391,6 +392,13 @@ mod tests {
         assert_eq!(timeout(&headers(&[("grpc-timeout", "123456789S")])), None);
         assert_eq!(timeout(&headers(&[("grpc-timeout", "5x")])), None);
         assert_eq!(timeout(&headers(&[("grpc-timeout", "S")])), None);
+        // Found by the property test: a multi-byte last character panicked.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "grpc-timeout",
+            http::HeaderValue::from_bytes("1ͬ".as_bytes()).unwrap(),
+        );
+        assert_eq!(timeout(&h), None);
     }
 
     #[test]
@@ -417,6 +425,43 @@ mod tests {
         assert_eq!(from_http_status(http::StatusCode::NOT_FOUND), UNIMPLEMENTED);
         assert_eq!(from_http_status(http::StatusCode::BAD_GATEWAY), UNAVAILABLE);
         assert_eq!(from_http_status(http::StatusCode::UNAUTHORIZED), 16);
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a peer puts in `grpc-status`, `grpc-message`, `grpc-timeout` or
+        /// the path: no panic, a code in range, a bounded message.
+        #[test]
+        fn any_header_bytes_give_a_valid_outcome(
+            status_bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            message_bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..5000),
+            timeout_bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            path in ".{0,64}",
+        ) {
+            let mut h = HeaderMap::new();
+            for (name, bytes) in [
+                ("grpc-status", &status_bytes),
+                ("grpc-message", &message_bytes),
+                ("grpc-timeout", &timeout_bytes),
+            ] {
+                if let Ok(value) = http::HeaderValue::from_bytes(bytes) {
+                    h.insert(name, value);
+                }
+            }
+            if let Some(code) = status(&h) {
+                proptest::prop_assert!(usize::from(code) < CODES.len());
+            }
+            if let Some(m) = message(&h) {
+                proptest::prop_assert!(m.len() <= crate::attributes::MAX_VALUE_LEN);
+            }
+            let _ = timeout(&h);
+            let mut rpc = Rpc::new(&path, &h);
+            rpc.response(http::StatusCode::OK, &h);
+            let code = rpc.settle(End::Complete, Duration::from_millis(1));
+            proptest::prop_assert!(usize::from(code) < CODES.len());
+            if let Some(m) = method(&path) {
+                proptest::prop_assert_eq!(format!("/{m}"), path);
+            }
+        }
     }
 
     #[test]
