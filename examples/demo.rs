@@ -4,17 +4,23 @@
 //! cargo run --example demo
 //! ```
 //!
-//! Three services run in this one process, each with its own SDK providers and its own
+//! Four services run in this one process, each with its own SDK providers and its own
 //! `service.name`:
 //!
 //! - `backend`: an axum app answering `GET /inventory/{sku}`;
-//! - `frontend`: an axum app answering `GET /checkout/{id}` (which asks the backend,
-//!   through a hyper-util client wrapped in `OtelClientLayer`) and `GET /report` (a slow
-//!   streamed response);
+//! - `warehouse`: a tonic gRPC server answering `demo.Warehouse/Reserve` (unary);
+//! - `frontend`: an axum app answering `GET /checkout/{id}` (which asks the backend for the
+//!   item over HTTP, through a hyper-util client wrapped in `OtelClientLayer`, then
+//!   reserves it at the warehouse over gRPC, through a tonic channel wrapped in the same
+//!   layer) and `GET /report` (a slow streamed response);
 //! - `demo-client`: the demo itself, sending requests to the frontend.
 //!
-//! Both apps are wrapped in `OtelLayer` with `Router::layer`. Everything is exported into
-//! memory and printed at the end: every trace as a waterfall, then every metric.
+//! Both apps are wrapped in `OtelLayer` with `Router::layer`, the gRPC server with
+//! tonic's `Server::builder().layer`. The same layers record gRPC calls (a
+//! `content-type: application/grpc*` request) by the RPC conventions: RPC spans and
+//! `rpc.{server,client}.call.duration`, instead of HTTP spans and metrics. Everything is
+//! exported into memory and printed at the end: every trace as a waterfall, then every
+//! metric.
 //!
 //! To send the same telemetry to an OpenTelemetry collector as well (OTLP over
 //! http/protobuf), set the standard variables:
@@ -24,8 +30,11 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
@@ -35,6 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -46,6 +56,9 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, HistogramDataPoint, Me
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData};
 use opentelemetry_sdk::Resource;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_otel_http::client::{OtelClient, UrlTemplate};
 use tower_otel_http::{HttpRouteLayer, OtelClientLayer, OtelLayer};
@@ -61,14 +74,19 @@ fn main() -> Result<(), BoxError> {
     let demo = Telemetry::new("demo-client", otlp)?;
     let frontend = Telemetry::new("frontend", otlp)?;
     let backend = Telemetry::new("backend", otlp)?;
+    let warehouse = Telemetry::new("warehouse", otlp)?;
+    let services = [&demo, &frontend, &backend, &warehouse];
     let out = Printer::new();
 
     out.title("tower-otel-http demo");
+    println!("Four services in one process, each with its own tracer and meter provider:\n");
+    println!("    demo-client ──HTTP──▶ frontend ──HTTP──▶ backend    GET /inventory/{{sku}}");
+    println!("                             └───────gRPC──▶ warehouse  demo.Warehouse/Reserve\n");
     println!(
-        "Three services in one process, each with its own tracer and meter provider:\n\
-         demo-client ──HTTP──▶ frontend ──HTTP──▶ backend, all on 127.0.0.1.\n\
-         The apps are axum routers wrapped in OtelLayer; the clients are hyper-util clients\n\
-         wrapped in OtelClientLayer. Telemetry is exported into memory and drawn below{}.",
+        "All on 127.0.0.1. The apps are axum routers and the warehouse a tonic server, each\n\
+         wrapped in OtelLayer; the clients are a hyper-util client and a tonic channel, each\n\
+         wrapped in OtelClientLayer. The same layers record gRPC calls as RPC spans and\n\
+         rpc.* metrics. Telemetry is exported into memory and drawn below{}.",
         if otlp {
             ", and sent over OTLP (http/protobuf) too"
         } else {
@@ -77,16 +95,16 @@ fn main() -> Result<(), BoxError> {
     );
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let scenarios = runtime.block_on(run(&demo, &frontend, &backend, &out))?;
+    let scenarios = runtime.block_on(run(services, &out))?;
     // Stops the servers; every span has ended by now.
     drop(runtime);
 
-    // Flush and shut down the three services' providers side by side (an unreachable
-    // collector then costs its retries once, not three times).
+    // Flush and shut down the services' providers side by side (an unreachable collector
+    // then costs its retries once, not four times).
     let mut spans = Vec::new();
     let mut export_errors = Vec::new();
     std::thread::scope(|scope| {
-        let shutdowns: Vec<_> = [&demo, &frontend, &backend]
+        let shutdowns: Vec<_> = services
             .map(|t| scope.spawn(move || t.shut_down()))
             .into_iter()
             .collect();
@@ -103,7 +121,7 @@ fn main() -> Result<(), BoxError> {
         "Each service's metrics, one row per attribute set. A column ≤X counts the\n\
          measurements between the previous bucket bound and X; block heights compare counts."
     );
-    for t in [&demo, &frontend, &backend] {
+    for t in services {
         print_metrics(&out, t)?;
     }
 
@@ -207,6 +225,22 @@ impl Telemetry {
             .service(Client::builder(TokioExecutor::new()).build_http())
     }
 
+    /// A tonic channel to the gRPC server at `addr`, whose calls this service's providers
+    /// record: the same `OtelClientLayer`, around the channel.
+    async fn grpc_client(&self, addr: SocketAddr) -> Result<GrpcClient, BoxError> {
+        let target = format!("http://{addr}");
+        let channel = Endpoint::from_shared(target.clone())?.connect().await?;
+        // tonic sends path-only URIs (`/demo.Warehouse/Reserve`): the channel adds the
+        // authority further in, where no layer sees it. `target` tells the layer where the
+        // calls go, for `server.address` and `server.port`.
+        let layer = OtelClientLayer::builder()
+            .tracer_provider(&self.tracer_provider)
+            .meter_provider(&self.meter_provider)
+            .target(&target)
+            .build();
+        Ok(ServiceBuilder::new().layer(layer).service(channel))
+    }
+
     /// Flushes and shuts down the providers; returns the spans that were recorded, and
     /// the errors of the exports that failed.
     ///
@@ -248,9 +282,10 @@ fn otlp_configured() -> bool {
 }
 
 type HttpClient = OtelClient<Client<HttpConnector, Empty<Bytes>>>;
+type GrpcClient = OtelClient<Channel>;
 
 // ---------------------------------------------------------------------------------------
-// The two apps.
+// The two apps and the gRPC service.
 
 /// `router.route(path, handler)`, with `path` tagged as the span's `http.route`.
 ///
@@ -267,22 +302,29 @@ where
 struct Frontend {
     backend: SocketAddr,
     http: HttpClient,
+    warehouse: GrpcClient,
     tracer: SdkTracer,
 }
 
-fn frontend_app(t: &Telemetry, backend: SocketAddr) -> Router {
+async fn frontend_app(
+    t: &Telemetry,
+    backend: SocketAddr,
+    warehouse: SocketAddr,
+) -> Result<Router, BoxError> {
     let state = Frontend {
         backend,
         http: t.http_client(),
+        warehouse: t.grpc_client(warehouse).await?,
         tracer: t.tracer_provider.tracer("frontend-handlers"),
     };
     let router = Router::new();
     let router = route(router, "/checkout/{id}", get(checkout));
     let router = route(router, "/report", get(report));
-    router.with_state(state).layer(t.server_layer())
+    Ok(router.with_state(state).layer(t.server_layer()))
 }
 
-/// Looks the order up (a span of our own), then asks the backend for stock.
+/// Looks the order up (a span of our own), asks the backend for the item over HTTP, then
+/// reserves it at the warehouse over gRPC.
 async fn checkout(State(app): State<Frontend>, Path(order): Path<u32>) -> Response {
     // The server span is the current context while the handler runs, so a span started
     // here with the OpenTelemetry API is its child with no extra code.
@@ -315,20 +357,61 @@ async fn checkout(State(app): State<Frontend>, Path(order): Path<u32>) -> Respon
         Err(e) => return (StatusCode::BAD_GATEWAY, format!("backend: {e}\n")).into_response(),
     };
     match status {
-        s if s.is_success() => {
-            format!("order {order}: {}\n", String::from_utf8_lossy(&stock)).into_response()
+        s if s.is_success() => {}
+        StatusCode::NOT_FOUND => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("order {order}: no such item\n"),
+            )
+                .into_response()
         }
-        StatusCode::NOT_FOUND => (
-            StatusCode::NOT_FOUND,
-            format!("order {order}: no such item\n"),
-        )
-            .into_response(),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("order {order}: inventory unavailable\n"),
-        )
-            .into_response(),
+        _ => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("order {order}: inventory unavailable\n"),
+            )
+                .into_response()
+        }
     }
+
+    // The gRPC call goes through the same kind of layer, around a tonic channel: it sees
+    // `content-type: application/grpc` and records an RPC CLIENT span (named after the
+    // method), another child of the server span, whose context travels to the warehouse
+    // in the call's `traceparent` header.
+    let reservation = match reserve(app.warehouse, &sku).await {
+        Ok(reply) => reply.reservation,
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            return (
+                StatusCode::CONFLICT,
+                format!("order {order}: {sku} is out of stock\n"),
+            )
+                .into_response()
+        }
+        Err(status) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                format!("warehouse: {}\n", status.message()),
+            )
+                .into_response()
+        }
+    };
+    format!(
+        "order {order}: {} reservation {reservation}\n",
+        String::from_utf8_lossy(&stock)
+    )
+    .into_response()
+}
+
+/// Calls `demo.Warehouse/Reserve`, as a tonic-generated client would.
+async fn reserve(channel: GrpcClient, sku: &str) -> Result<ReserveReply, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("warehouse unreachable: {e}")))?;
+    let request = tonic::Request::new(ReserveRequest { sku: sku.into() });
+    let path = PathAndQuery::from_static("/demo.Warehouse/Reserve");
+    let reply = grpc.unary(request, path, ProstCodec::default()).await?;
+    Ok(reply.into_inner())
 }
 
 /// Five lines, 50 ms apart: the server span lasts until the last one is sent.
@@ -369,6 +452,84 @@ async fn serve(app: Router) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The warehouse: `demo.Warehouse` served by tonic (h2c), in `OtelLayer` too.
+async fn serve_warehouse(t: &Telemetry) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .layer(t.server_layer())
+        .add_service(Warehouse)
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    Ok(addr)
+}
+
+// `demo.Warehouse`, by hand: what tonic-build would generate from
+//
+//     package demo;
+//     service Warehouse { rpc Reserve(ReserveRequest) returns (ReserveReply); }
+//     message ReserveRequest { string sku = 1; }
+//     message ReserveReply { string reservation = 1; }
+//
+// cut down to the one unary method, so that the demo needs no build script and no protoc.
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReserveRequest {
+    #[prost(string, tag = "1")]
+    sku: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReserveReply {
+    #[prost(string, tag = "1")]
+    reservation: String,
+}
+
+/// Reserves one of `sku`; the warehouse does not stock `sku-8` (NOT_FOUND).
+async fn reserve_one(
+    request: tonic::Request<ReserveRequest>,
+) -> Result<tonic::Response<ReserveReply>, tonic::Status> {
+    let sku = request.into_inner().sku;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    if sku == "sku-8" {
+        return Err(tonic::Status::not_found(format!(
+            "{sku} is not stocked here"
+        )));
+    }
+    let reservation = format!("R-{}", sku.trim_start_matches("sku-"));
+    Ok(tonic::Response::new(ReserveReply { reservation }))
+}
+
+/// The server side of `demo.Warehouse`: routes `Reserve` to [`reserve_one`].
+#[derive(Clone, Copy)]
+struct Warehouse;
+
+impl tonic::server::NamedService for Warehouse {
+    const NAME: &'static str = "demo.Warehouse";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Warehouse {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            Ok(match request.uri().path() {
+                "/demo.Warehouse/Reserve" => {
+                    let mut grpc = tonic::server::Grpc::new(ProstCodec::default());
+                    grpc.unary(tower::service_fn(reserve_one), request).await
+                }
+                _ => tonic::Status::unimplemented("").into_http(),
+            })
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The demo client.
 
@@ -380,14 +541,11 @@ struct Scenario {
     traceparent: Option<String>,
 }
 
-async fn run(
-    demo: &Telemetry,
-    frontend: &Telemetry,
-    backend: &Telemetry,
-    out: &Printer,
-) -> Result<Vec<Scenario>, BoxError> {
+async fn run(services: [&Telemetry; 4], out: &Printer) -> Result<Vec<Scenario>, BoxError> {
+    let [demo, frontend, backend, warehouse] = services;
     let backend_addr = serve(backend_app(backend)).await?;
-    let frontend_addr = serve(frontend_app(frontend, backend_addr)).await?;
+    let warehouse_addr = serve_warehouse(warehouse).await?;
+    let frontend_addr = serve(frontend_app(frontend, backend_addr, warehouse_addr).await?).await?;
 
     let scenarios = vec![
         Scenario {
@@ -405,6 +563,12 @@ async fn run(
         Scenario {
             label: "server error (the backend fails)",
             path: "/checkout/13",
+            template: "/checkout/{id}",
+            traceparent: None,
+        },
+        Scenario {
+            label: "gRPC error (the warehouse does not stock sku-8: NOT_FOUND)",
+            path: "/checkout/8",
             template: "/checkout/{id}",
             traceparent: None,
         },
@@ -467,12 +631,7 @@ async fn run(
 
     // A server span ends when its body has been handed to the connection, which can be a
     // moment after the client has read it: wait until no more spans arrive.
-    let count = || -> usize {
-        [demo, frontend, backend]
-            .iter()
-            .map(|t| t.finished_span_count())
-            .sum()
-    };
+    let count = || -> usize { services.iter().map(|t| t.finished_span_count()).sum() };
     let (mut last, mut stable) = (count(), 0);
     let deadline = Instant::now() + Duration::from_secs(2);
     while stable < 3 && Instant::now() < deadline {
@@ -487,8 +646,8 @@ async fn run(
 // ---------------------------------------------------------------------------------------
 // Drawing traces.
 
-const NAME_WIDTH: usize = 30;
-const BAR_WIDTH: usize = 24;
+const NAME_WIDTH: usize = 32;
+const BAR_WIDTH: usize = 22;
 
 /// The attributes shown under each HTTP span, in this order.
 const KEY_ATTRIBUTES: &[&str] = &[
@@ -497,6 +656,16 @@ const KEY_ATTRIBUTES: &[&str] = &[
     "error.type",
     "url.template",
     "url.full",
+];
+
+/// The attributes shown under each RPC span (named after its `rpc.method`), in this order;
+/// `server.*` only under client spans (where `OtelClientLayerBuilder::target` gave them).
+const RPC_KEY_ATTRIBUTES: &[&str] = &[
+    "rpc.system.name",
+    "rpc.response.status_code",
+    "error.type",
+    "server.address",
+    "server.port",
 ];
 
 fn print_traces(out: &Printer, scenarios: &[Scenario], spans: &[(&'static str, SpanData)]) {
@@ -618,8 +787,17 @@ fn print_span(
             .map(|kv| format!("{}={}", kv.key, kv.value))
             .collect()
     } else {
-        KEY_ATTRIBUTES
+        let rpc = data
+            .attributes
             .iter()
+            .any(|kv| kv.key.as_str() == "rpc.system.name");
+        let keys = if rpc {
+            RPC_KEY_ATTRIBUTES
+        } else {
+            KEY_ATTRIBUTES
+        };
+        keys.iter()
+            .filter(|key| !(data.span_kind == SpanKind::Server && key.starts_with("server.")))
             .filter_map(|key| {
                 let kv = data.attributes.iter().find(|kv| kv.key.as_str() == *key)?;
                 Some(format!("{}={}", kv.key, kv.value))
@@ -716,12 +894,15 @@ fn histogram_points<'a, T: Copy + 'a>(
         .collect()
 }
 
-/// The attributes as `(key, value)` strings: the route and status first, then by name.
+/// The attributes as `(key, value)` strings: the route (or method) and status first, then
+/// by name.
 fn attribute_pairs<'a>(attrs: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)> {
-    const FIRST: [&str; 4] = [
+    const FIRST: [&str; 6] = [
         "http.route",
         "url.template",
+        "rpc.method",
         "http.response.status_code",
+        "rpc.response.status_code",
         "error.type",
     ];
     let rank = |key: &str| FIRST.iter().position(|k| *k == key).unwrap_or(FIRST.len());

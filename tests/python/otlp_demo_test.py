@@ -7,13 +7,19 @@
 Starts an OTLP/HTTP receiver (http/protobuf, gzip or not) on 127.0.0.1 and an ephemeral
 port, runs `cargo run --quiet --example demo` with OTEL_EXPORTER_OTLP_ENDPOINT pointing
 at it, decodes what arrives with the official opentelemetry-proto messages, and checks
-the traces and metrics of the demo's five requests:
+the traces and metrics of the demo's six requests:
 
-1. GET /checkout/42   200  demo-client -> frontend -> backend
-2. GET /checkout/999  404  (the backend has no such item)
-3. GET /checkout/13   500  (the backend fails)
-4. GET /report        200  (slow streamed response: 5 lines of "report line N\\n")
-5. GET /checkout/7    200  sent with a hand-set traceparent, not through OtelClientLayer
+1. GET /checkout/42   200  demo-client -> frontend -> backend (HTTP), frontend -> warehouse (gRPC)
+2. GET /checkout/999  404  (the backend has no such item: no gRPC call)
+3. GET /checkout/13   500  (the backend fails: no gRPC call)
+4. GET /checkout/8    409  (the warehouse answers the gRPC call NOT_FOUND)
+5. GET /report        200  (slow streamed response: 5 lines of "report line N\\n")
+6. GET /checkout/7    200  sent with a hand-set traceparent, not through OtelClientLayer
+
+Every checkout the backend answers 200 then reserves the item at the warehouse over gRPC
+(`demo.Warehouse/Reserve`, tonic through the same layers): an RPC CLIENT span in the
+frontend, an RPC SERVER span in the warehouse, and rpc.{client,server}.call.duration
+instead of HTTP spans and metrics.
 
 One line per check, then `N passed, M failed`; the exit code is 0 iff M == 0.
 
@@ -49,6 +55,7 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.42.0"
 DURATION_BOUNDS = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ]
+RESERVE = "demo.Warehouse/Reserve"  # the gRPC method (rpc.method and span name)
 INCOMING_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING_PARENT_ID = "00f067aa0ba902b7"
 # The /report handler streams "report line 1\n" ... "report line 5\n".
@@ -385,12 +392,20 @@ def expect_eq(actual, expected, what):
 # The checks.
 
 
+def is_rpc(span):
+    return "rpc.system.name" in span.attrs
+
+
 def http_spans(spans, service, kind, name=None):
     return [
         s
         for s in spans
-        if s.service == service and s.kind == kind and (name is None or s.name == name)
+        if s.service == service and s.kind == kind and not is_rpc(s) and (name is None or s.name == name)
     ]
+
+
+def rpc_spans(spans, service, kind):
+    return [s for s in spans if s.service == service and s.kind == kind and is_rpc(s)]
 
 
 def int_attr(row_attrs, key):
@@ -403,10 +418,12 @@ def check_traces(c, spans):
     by_id = {(s.trace_id, s.span_id): s for s in spans}
     services = {s.service for s in spans}
     ours = [s for s in spans if s.kind in (SERVER, CLIENT)]
+    http_ours = [s for s in ours if not is_rpc(s)]
+    rpc_ours = [s for s in ours if is_rpc(s)]
 
     c.check(
-        "spans: resources with service.name frontend, backend and demo-client",
-        {"frontend", "backend", "demo-client"} <= services,
+        "spans: resources with service.name frontend, backend, warehouse and demo-client",
+        {"frontend", "backend", "warehouse", "demo-client"} <= services,
         f"services seen: {sorted(services)}",
     )
     c.check(
@@ -419,37 +436,57 @@ def check_traces(c, spans):
     f_server = http_spans(spans, "frontend", SERVER)
     f_client = http_spans(spans, "frontend", CLIENT)
     b_server = http_spans(spans, "backend", SERVER)
+    f_rpc_client = rpc_spans(spans, "frontend", CLIENT)
+    w_server = rpc_spans(spans, "warehouse", SERVER)
     internal = [s for s in spans if s.kind == INTERNAL]
+    # The order id of each trace, from its frontend SERVER span's url.path.
+    order_of = {
+        s.trace_id: s.value("url.path").rsplit("/", 1)[-1] for s in f_server if s.name == "GET /checkout/{id}"
+    }
 
     def counts():
-        expect_eq(len(d_client), 4, "demo-client CLIENT spans (the hand-set request has none)")
-        expect_eq(len(f_server), 5, "frontend SERVER spans")
-        expect_eq(len(f_client), 4, "frontend CLIENT spans (one per checkout)")
-        expect_eq(len(b_server), 4, "backend SERVER spans")
-        expect_eq(len(internal), 4, "INTERNAL 'load order' spans")
-        expect_eq(len(ours), 17, "SERVER + CLIENT spans in all")
-        expect_eq(len({s.trace_id for s in spans}), 5, "distinct traces")
+        expect_eq(len(d_client), 5, "demo-client CLIENT spans (the hand-set request has none)")
+        expect_eq(len(f_server), 6, "frontend SERVER spans")
+        expect_eq(len(f_client), 5, "frontend HTTP CLIENT spans (one per checkout)")
+        expect_eq(len(b_server), 5, "backend SERVER spans")
+        expect_eq(len(f_rpc_client), 3, "frontend gRPC CLIENT spans (one per checkout the backend answered 200)")
+        expect_eq(len(w_server), 3, "warehouse gRPC SERVER spans")
+        expect_eq(len(internal), 5, "INTERNAL 'load order' spans")
+        expect_eq(len(http_ours), 21, "HTTP SERVER + CLIENT spans in all")
+        expect_eq(len(rpc_ours), 6, "RPC SERVER + CLIENT spans in all")
+        expect_eq({s.service for s in rpc_ours}, {"frontend", "warehouse"}, "services with RPC spans")
+        expect_eq(len({s.trace_id for s in spans}), 6, "distinct traces")
 
-    c.run("spans: 4 demo-client CLIENT, 5 frontend SERVER, 4 frontend CLIENT, 4 backend SERVER, 5 traces", counts)
+    c.run(
+        "spans: 5 demo-client CLIENT, 6 frontend SERVER, 5+3 frontend CLIENT (HTTP+gRPC), "
+        "5 backend SERVER, 3 warehouse SERVER, 6 traces",
+        counts,
+    )
 
     def kinds_and_names():
         expect_eq(
             sorted(s.name for s in d_client),
-            ["GET /checkout/{id}"] * 3 + ["GET /report"],
+            ["GET /checkout/{id}"] * 4 + ["GET /report"],
             "demo-client CLIENT span names",
         )
         expect_eq(
             sorted(s.name for s in f_server),
-            ["GET /checkout/{id}"] * 4 + ["GET /report"],
+            ["GET /checkout/{id}"] * 5 + ["GET /report"],
             "frontend SERVER span names",
         )
-        expect_eq({s.name for s in f_client}, {"GET /inventory/{sku}"}, "frontend CLIENT span names")
+        expect_eq({s.name for s in f_client}, {"GET /inventory/{sku}"}, "frontend HTTP CLIENT span names")
         expect_eq({s.name for s in b_server}, {"GET /inventory/{sku}"}, "backend SERVER span names")
+        expect_eq({s.name for s in f_rpc_client}, {RESERVE}, "frontend gRPC CLIENT span names (rpc.method)")
+        expect_eq({s.name for s in w_server}, {RESERVE}, "warehouse SERVER span names (rpc.method)")
         expect_eq({s.kind for s in ours}, {SERVER, CLIENT}, "span kinds (enum values)")
+        expect_eq({s.kind for s in spans if s.service == "warehouse"}, {SERVER}, "warehouse span kinds")
         expect_eq(SERVER, 2, "SPAN_KIND_SERVER enum value")
         expect_eq(CLIENT, 3, "SPAN_KIND_CLIENT enum value")
 
-    c.run("spans: kinds SERVER/CLIENT, names 'GET /checkout/{id}', 'GET /report', 'GET /inventory/{sku}'", kinds_and_names)
+    c.run(
+        f"spans: kinds SERVER/CLIENT, names 'GET /checkout/{{id}}', 'GET /report', 'GET /inventory/{{sku}}', '{RESERVE}'",
+        kinds_and_names,
+    )
 
     def backend_parents():
         for s in b_server:
@@ -462,8 +499,24 @@ def check_traces(c, spans):
 
     c.run("parents: each backend SERVER span's parent is a frontend CLIENT span of its trace", backend_parents)
 
+    def warehouse_parents():
+        for s in w_server:
+            parent = by_id.get((s.trace_id, s.parent_span_id))
+            expect(
+                parent is not None and parent.service == "frontend" and parent.kind == CLIENT and is_rpc(parent),
+                f"{s}: parent is {parent}, expected a frontend gRPC CLIENT span",
+            )
+            expect_eq(parent.name, s.name, f"{s}: the frontend gRPC CLIENT span's name")
+        expect_eq(len({s.trace_id for s in w_server}), 3, "traces with a warehouse SERVER span")
+
+    c.run(
+        "parents: each warehouse SERVER span's parent is a frontend gRPC CLIENT span of its trace "
+        "(trace context over gRPC)",
+        warehouse_parents,
+    )
+
     def frontend_client_parents():
-        for s in f_client:
+        for s in f_client + f_rpc_client:
             parent = by_id.get((s.trace_id, s.parent_span_id))
             expect(
                 parent is not None and parent.service == "frontend" and parent.kind == SERVER,
@@ -477,11 +530,14 @@ def check_traces(c, spans):
                 f"{s}: parent is {parent}, expected the frontend SERVER span",
             )
 
-    c.run("parents: each frontend CLIENT (and 'load order') span's parent is the frontend SERVER span", frontend_client_parents)
+    c.run(
+        "parents: each frontend CLIENT, HTTP or gRPC, (and 'load order') span's parent is the frontend SERVER span",
+        frontend_client_parents,
+    )
 
     def frontend_server_parents():
         others = [s for s in f_server if s.trace_id != INCOMING_TRACE_ID]
-        expect_eq(len(others), 4, "frontend SERVER spans outside the hand-set trace")
+        expect_eq(len(others), 5, "frontend SERVER spans outside the hand-set trace")
         for s in others:
             parent = by_id.get((s.trace_id, s.parent_span_id))
             expect(
@@ -504,8 +560,17 @@ def check_traces(c, spans):
         expect_eq(server[0].value("http.response.status_code"), 200, "its status code")
         expect_eq(
             sorted((s.service, s.kind) for s in trace),
-            sorted([("frontend", SERVER), ("frontend", CLIENT), ("frontend", INTERNAL), ("backend", SERVER)]),
-            "the hand-set trace's spans (no demo-client span)",
+            sorted(
+                [
+                    ("frontend", SERVER),
+                    ("frontend", CLIENT),
+                    ("frontend", CLIENT),
+                    ("frontend", INTERNAL),
+                    ("backend", SERVER),
+                    ("warehouse", SERVER),
+                ]
+            ),
+            "the hand-set trace's spans (no demo-client span; HTTP to the backend, gRPC to the warehouse)",
         )
         expect(server[0].flags & 0x100 and server[0].flags & 0x200,
                f"flags {server[0].flags:#x}: the parent should be marked remote (0x100|0x200)")
@@ -526,19 +591,28 @@ def check_traces(c, spans):
             ("frontend", SERVER, "GET /checkout/{id}"),
             ("frontend", CLIENT, "GET /inventory/{sku}"),
         ]
+        reserve = [("frontend", CLIENT, RESERVE), ("warehouse", SERVER, RESERVE)]
         expected = sorted(
-            [tuple(sorted(checkout))] * 3
-            + [tuple(sorted(x for x in checkout if x[0] != "demo-client"))]
+            # 42 and 8: HTTP to the backend, then gRPC to the warehouse.
+            [tuple(sorted(checkout + reserve))] * 2
+            # 999 and 13: the backend's error ends the checkout before any gRPC call.
+            + [tuple(sorted(checkout))] * 2
+            # 7: the hand-set traceparent, no demo-client span.
+            + [tuple(sorted(x for x in checkout + reserve if x[0] != "demo-client"))]
             + [tuple(sorted([("demo-client", CLIENT, "GET /report"), ("frontend", SERVER, "GET /report")]))]
         )
-        expect_eq(shapes, expected, "the five traces' spans")
+        expect_eq(shapes, expected, "the six traces' spans")
         for s in spans:
             expect(s.start <= s.end, f"{s}: ends before it starts")
             parent = by_id.get((s.trace_id, s.parent_span_id))
             if parent is not None:
                 expect(parent.start <= s.start, f"{s}: starts before its parent {parent}")
 
-    c.run("traces: 3 checkouts of 5 spans, the hand-set one of 4, /report of 2; children start after parents", trace_shape)
+    c.run(
+        "traces: checkouts of 7 spans (with gRPC) and 5 (without), the hand-set one of 6, /report of 2; "
+        "children start after parents",
+        trace_shape,
+    )
 
     def report_duration():
         # Four 50 ms pauses between the five lines: the spans last until the body's end.
@@ -575,48 +649,112 @@ def check_traces(c, spans):
             int_attr(s.attrs, "http.response.status_code")
             expect("http.route" not in s.attrs, f"{s}: a client span has http.route")
         paths = sorted(s.value("url.full").split("/", 3)[3] for s in d_client)
-        expect_eq(paths, ["checkout/13", "checkout/42", "checkout/999", "report"], "demo-client url.full paths")
+        expect_eq(paths, ["checkout/13", "checkout/42", "checkout/8", "checkout/999", "report"], "demo-client url.full paths")
         paths = sorted(s.value("url.full").split("/", 3)[3] for s in f_client)
-        expect_eq(paths, ["inventory/sku-13", "inventory/sku-42", "inventory/sku-7", "inventory/sku-999"], "frontend url.full paths")
+        expect_eq(
+            paths,
+            ["inventory/sku-13", "inventory/sku-42", "inventory/sku-7", "inventory/sku-8", "inventory/sku-999"],
+            "frontend url.full paths",
+        )
 
     c.run("attributes: client spans have url.full, url.template, server.address/port, int status code", client_attributes)
 
     def statuses():
-        # Every span of a trace shares the trace's status code, from backend to demo-client.
-        expected = {"42": 200, "999": 404, "13": 500, "7": 200}
-        for s in ours:
+        # Every HTTP span of a trace shares the trace's status code, from backend to
+        # demo-client; but for order 8 the backend has the item (200) and the warehouse
+        # does not (gRPC NOT_FOUND), so the frontend answers 409.
+        expected = {"42": 200, "999": 404, "13": 500, "8": 409, "7": 200}
+        for s in http_ours:
             if s.name == "GET /report":
                 code = 200
             else:
                 trace_paths = [t.value("url.path") or t.value("url.full") for t in spans if t.trace_id == s.trace_id]
                 order = {p.rstrip("/").split("/")[-1].removeprefix("sku-") for p in trace_paths if p}
                 expect_eq(len(order), 1, f"{s}: order id of its trace")
-                code = expected[order.pop()]
+                order = order.pop()
+                code = expected[order]
+                if order == "8" and s.name == "GET /inventory/{sku}":
+                    code = 200
             expect_eq(s.attrs.get("http.response.status_code"), ("int_value", code), f"{s}: http.response.status_code")
 
-    c.run("attributes: http.response.status_code is an int and matches each scenario (200, 404, 500)", statuses)
+    c.run("attributes: http.response.status_code is an int and matches each scenario (200, 404, 500, 409)", statuses)
 
     def error_type_and_status():
-        for s in ours:
+        for s in http_ours:
             code = s.value("http.response.status_code")
-            if code == 500:
-                expect_eq(s.attrs.get("error.type"), ("string_value", "500"), f"{s}: error.type")
+            if code >= 500:
+                expect_eq(s.attrs.get("error.type"), ("string_value", str(code)), f"{s}: error.type")
                 expect_eq(s.status, STATUS_ERROR, f"{s}: status code")
-            elif code == 404 and s.kind == SERVER:
-                expect("error.type" not in s.attrs, f"{s}: error.type {s.attrs.get('error.type')} on a 404 server span")
+            elif code >= 400 and s.kind == SERVER:
+                expect("error.type" not in s.attrs, f"{s}: error.type {s.attrs.get('error.type')} on a 4xx server span")
                 expect_eq(s.status, STATUS_UNSET, f"{s}: status code (4xx server span)")
-            elif code == 404 and s.kind == CLIENT:
-                expect_eq(s.attrs.get("error.type"), ("string_value", "404"), f"{s}: error.type")
+            elif code >= 400 and s.kind == CLIENT:
+                expect_eq(s.attrs.get("error.type"), ("string_value", str(code)), f"{s}: error.type")
                 expect_eq(s.status, STATUS_ERROR, f"{s}: status code (4xx client span)")
             else:
                 expect("error.type" not in s.attrs, f"{s}: error.type on a success")
                 expect_eq(s.status, STATUS_UNSET, f"{s}: status code")
-        n500 = [s for s in ours if s.value("http.response.status_code") == 500]
+        n500 = [s for s in http_ours if s.value("http.response.status_code") == 500]
         expect_eq(len(n500), 4, "spans with status 500 (demo-client, frontend x2, backend)")
-        n404 = [s for s in ours if s.value("http.response.status_code") == 404 and s.kind == SERVER]
-        expect_eq(len(n404), 2, "SERVER spans with status 404")
+        n4xx = sorted(
+            s.value("http.response.status_code")
+            for s in http_ours
+            if 400 <= s.value("http.response.status_code") < 500 and s.kind == SERVER
+        )
+        expect_eq(n4xx, [404, 404, 409], "SERVER spans with a 4xx status")
 
-    c.run("status: error.type='500' and ERROR on 5xx spans; 404 server spans UNSET, 404 client spans ERROR", error_type_and_status)
+    c.run(
+        "status: error.type='500' and ERROR on 5xx spans; 4xx (404, 409) server spans UNSET, 4xx client spans ERROR",
+        error_type_and_status,
+    )
+
+    def rpc_attributes():
+        # Exactly the RPC attributes (network.peer.* aside: present only where the layer
+        # knows the connection); nothing of HTTP's.
+        required = {"rpc.system.name", "rpc.method", "rpc.response.status_code", "server.address", "server.port"}
+        optional = {"error.type", "network.peer.address", "network.peer.port"}
+        ports = set()
+        for s in rpc_ours:
+            keys = set(s.attrs)
+            expect(required <= keys, f"{s}: missing {sorted(required - keys)}")
+            expect(keys <= required | optional, f"{s}: unexpected attributes {sorted(keys - required - optional)}")
+            expect_eq(s.attrs.get("rpc.system.name"), ("string_value", "grpc"), f"{s}: rpc.system.name")
+            expect_eq(s.attrs.get("rpc.method"), ("string_value", RESERVE), f"{s}: rpc.method")
+            expect_eq(s.attrs.get("server.address"), ("string_value", "127.0.0.1"), f"{s}: server.address")
+            kind, _ = s.attrs.get("rpc.response.status_code")
+            expect_eq(kind, "string_value", f"{s}: rpc.response.status_code is the code's name")
+            ports.add(int_attr(s.attrs, "server.port"))
+        # The client's from OtelClientLayerBuilder::target, the server's from :authority.
+        expect_eq(len(ports), 1, "server.port: the warehouse's port on every RPC span, client and server")
+
+    c.run(
+        "attributes: RPC spans have exactly rpc.system.name=grpc, rpc.method, rpc.response.status_code, "
+        "server.address/port (client: from target)",
+        rpc_attributes,
+    )
+
+    def rpc_statuses():
+        got = sorted((order_of.get(s.trace_id), s.kind) for s in rpc_ours)
+        want = sorted((order, kind) for order in ("42", "8", "7") for kind in (SERVER, CLIENT))
+        expect_eq(got, want, "(order, kind) of the RPC spans: only checkouts the backend answered 200")
+        for s in rpc_ours:
+            code = "NOT_FOUND" if order_of.get(s.trace_id) == "8" else "OK"
+            expect_eq(s.attrs.get("rpc.response.status_code"), ("string_value", code), f"{s}: rpc.response.status_code")
+            if code == "NOT_FOUND" and s.kind == CLIENT:
+                # Any code but OK fails a client call.
+                expect_eq(s.attrs.get("error.type"), ("string_value", "NOT_FOUND"), f"{s}: error.type")
+                expect_eq(s.status, STATUS_ERROR, f"{s}: status code (NOT_FOUND client span)")
+                expect_eq(s.status_message, "sku-8 is not stocked here", f"{s}: status message (the grpc-message)")
+            else:
+                # NOT_FOUND is not a server error (only UNKNOWN, DEADLINE_EXCEEDED, ...).
+                expect("error.type" not in s.attrs, f"{s}: error.type {s.attrs.get('error.type')}")
+                expect_eq(s.status, STATUS_UNSET, f"{s}: status code")
+
+    c.run(
+        "status: gRPC OK spans UNSET; NOT_FOUND: server span UNSET, client span ERROR with error.type=NOT_FOUND "
+        "and the grpc-message",
+        rpc_statuses,
+    )
 
     def scopes():
         for s in ours:
@@ -666,11 +804,20 @@ def check_metrics(c, streams):
 
     c.run(
         "metrics: frontend http.server.request.duration (s, histogram, semconv bounds, route + int status)",
-        server_duration("frontend", {("/checkout/{id}", 200): 2, ("/checkout/{id}", 404): 1, ("/checkout/{id}", 500): 1, ("/report", 200): 1}),
+        server_duration(
+            "frontend",
+            {
+                ("/checkout/{id}", 200): 2,
+                ("/checkout/{id}", 404): 1,
+                ("/checkout/{id}", 409): 1,
+                ("/checkout/{id}", 500): 1,
+                ("/report", 200): 1,
+            },
+        ),
     )
     c.run(
         "metrics: backend http.server.request.duration (s, histogram, semconv bounds, route + int status)",
-        server_duration("backend", {("/inventory/{sku}", 200): 2, ("/inventory/{sku}", 404): 1, ("/inventory/{sku}", 500): 1}),
+        server_duration("backend", {("/inventory/{sku}", 200): 3, ("/inventory/{sku}", 404): 1, ("/inventory/{sku}", 500): 1}),
     )
 
     def client_duration(service, expected):
@@ -694,11 +841,59 @@ def check_metrics(c, streams):
 
     c.run(
         "metrics: demo-client http.client.request.duration (s, histogram, semconv bounds)",
-        client_duration("demo-client", {("/checkout/{id}", 200): 1, ("/checkout/{id}", 404): 1, ("/checkout/{id}", 500): 1, ("/report", 200): 1}),
+        client_duration(
+            "demo-client",
+            {
+                ("/checkout/{id}", 200): 1,
+                ("/checkout/{id}", 404): 1,
+                ("/checkout/{id}", 409): 1,
+                ("/checkout/{id}", 500): 1,
+                ("/report", 200): 1,
+            },
+        ),
     )
     c.run(
         "metrics: frontend http.client.request.duration (s, histogram, semconv bounds)",
-        client_duration("frontend", {("/inventory/{sku}", 200): 2, ("/inventory/{sku}", 404): 1, ("/inventory/{sku}", 500): 1}),
+        client_duration("frontend", {("/inventory/{sku}", 200): 3, ("/inventory/{sku}", 404): 1, ("/inventory/{sku}", 500): 1}),
+    )
+
+    def rpc_duration(service, name, client):
+        def run():
+            s = stream(service, name)
+            expect_eq(s.kind, "histogram", "kind")
+            expect_eq(s.unit, "s", "unit")
+            expect_eq(s.temporality, CUMULATIVE, "temporality")
+            for p in s.points.values():
+                expect_eq(p["bounds"], DURATION_BOUNDS, "explicit bounds")
+                expect_eq(len(p["buckets"]), len(DURATION_BOUNDS) + 1, "bucket count")
+                expect_eq(sum(p["buckets"]), p["count"], "sum of bucket counts")
+                code = p["attrs"].get("rpc.response.status_code", (None, None))[1]
+                want = {
+                    "rpc.system.name": ("string_value", "grpc"),
+                    "rpc.method": ("string_value", RESERVE),
+                    "rpc.response.status_code": ("string_value", code),
+                }
+                if client:
+                    # The client's server.* (from target) are on its metric; the server's are opt-in.
+                    want["server.address"] = ("string_value", "127.0.0.1")
+                    want["server.port"] = p["attrs"].get("server.port")
+                    int_attr(p["attrs"], "server.port")
+                    if code != "OK":
+                        want["error.type"] = ("string_value", code)
+                expect_eq(p["attrs"], want, "a point's attributes (exactly)")
+            got = {k: sum(p["count"] for p in v) for k, v in points_by(s, "rpc.method", "rpc.response.status_code").items()}
+            expect_eq(got, {(RESERVE, "OK"): 2, (RESERVE, "NOT_FOUND"): 1}, "counts by (rpc.method, rpc.response.status_code)")
+        return run
+
+    c.run(
+        "metrics: warehouse rpc.server.call.duration (s, histogram, semconv bounds, method + code name, no error.type "
+        "for NOT_FOUND)",
+        rpc_duration("warehouse", "rpc.server.call.duration", client=False),
+    )
+    c.run(
+        "metrics: frontend rpc.client.call.duration (s, histogram, semconv bounds, method + code name, server.*, "
+        "error.type=NOT_FOUND)",
+        rpc_duration("frontend", "rpc.client.call.duration", client=True),
     )
 
     def response_body_size():
@@ -714,15 +909,17 @@ def check_metrics(c, streams):
                     expect_eq(sum(p["buckets"]), p["count"], f"{service} {name}: sum of bucket counts")
         # The handlers' bodies, byte for byte (see examples/demo.rs).
         sku = lambda n: len(f'{{"sku":"sku-{n}","in_stock":7}}')  # noqa: E731
+        order = lambda n: len(f"order {n}: ") + sku(n) + len(f" reservation R-{n}\n")  # noqa: E731
         expected = {
             "frontend": {
-                ("/checkout/{id}", 200): (2, len("order 42: \n") + sku(42) + len("order 7: \n") + sku(7)),
+                ("/checkout/{id}", 200): (2, order(42) + order(7)),
                 ("/checkout/{id}", 404): (1, len("order 999: no such item\n")),
+                ("/checkout/{id}", 409): (1, len("order 8: sku-8 is out of stock\n")),
                 ("/checkout/{id}", 500): (1, len("order 13: inventory unavailable\n")),
                 ("/report", 200): (1, REPORT_BODY_SIZE),
             },
             "backend": {
-                ("/inventory/{sku}", 200): (2, sku(42) + sku(7)),
+                ("/inventory/{sku}", 200): (3, sku(42) + sku(8) + sku(7)),
                 ("/inventory/{sku}", 404): (1, len("no such item\n")),
                 ("/inventory/{sku}", 500): (1, len("inventory database unavailable\n")),
             },
@@ -744,21 +941,25 @@ def check_metrics(c, streams):
 
     def streams_exactly():
         got = {service: sorted(n for s2, scope, n in streams if s2 == service and scope == SCOPE_NAME)
-               for service in ("demo-client", "frontend", "backend")}
+               for service in ("demo-client", "frontend", "backend", "warehouse")}
         # http.server.request.body.size may be absent: every request is a bodiless GET.
         optional = "http.server.request.body.size"
         got = {service: [n for n in names if n != optional] for service, names in got.items()}
         server = ["http.server.request.duration", "http.server.response.body.size"]
         want = {
             "demo-client": ["http.client.request.duration"],
-            "frontend": sorted(["http.client.request.duration"] + server),
+            "frontend": sorted(["http.client.request.duration", "rpc.client.call.duration"] + server),
             "backend": server,
+            # gRPC calls get the RPC metric only: no http.* for them.
+            "warehouse": ["rpc.server.call.duration"],
         }
         expect_eq(got, want, "metric names per service (active requests and client body sizes are opt-in)")
+        services = sorted({k[0] for k in streams})
+        expect_eq(services, ["backend", "demo-client", "frontend", "warehouse"], "services with metrics")
         others = sorted(k for k in streams if k[1] != SCOPE_NAME)
         expect_eq(others, [], "metrics from other scopes")
 
-    c.run("metrics: exactly the default instruments per service, nothing opt-in", streams_exactly)
+    c.run("metrics: exactly the default instruments per service (rpc.* for gRPC), nothing opt-in", streams_exactly)
 
     def report_metric_duration():
         for service, name, key in (
@@ -771,22 +972,24 @@ def check_metrics(c, streams):
     c.run("metrics: the /report durations (server and client) cover the streamed body (>= 200 ms)", report_metric_duration)
 
     def no_backend_client():
-        names = {k[2] for k in streams if k[0] == "backend"}
-        expect(not any(n.startswith("http.client.") for n in names), f"backend has client metrics: {names}")
+        names = {k[2] for k in streams if k[0] in ("backend", "warehouse")}
+        expect(not any(".client." in n for n in names), f"backend or warehouse has client metrics: {names}")
         names = {k[2] for k in streams if k[0] == "demo-client"}
-        expect(not any(n.startswith("http.server.") for n in names), f"demo-client has server metrics: {names}")
+        expect(not any(".server." in n for n in names), f"demo-client has server metrics: {names}")
+        names = {k[2] for k in streams if k[0] != "frontend"}
+        expect(not any(n.startswith("rpc.client.") for n in names), f"an RPC client metric outside frontend: {names}")
 
-    c.run("metrics: no client metrics from backend, no server metrics from demo-client", no_backend_client)
+    c.run("metrics: no client metrics from backend or warehouse, no server metrics from demo-client", no_backend_client)
 
     def metric_scopes():
-        ours = [s for s in streams.values() if s.name.startswith("http.")]
+        ours = [s for s in streams.values() if s.name.startswith(("http.", "rpc."))]
         expect(ours, "no http.* metrics at all")
         for s in ours:
             expect_eq(s.scope, SCOPE_NAME, f"{s}: scope name")
             expect_eq(s.scope_schema_url, SCHEMA_URL, f"{s}: ScopeMetrics.schema_url")
             expect_eq(s.scope_version, "0.1.0", f"{s}: scope version")
 
-    c.run(f"scope: every http.* metric's scope is {SCOPE_NAME} 0.1.0 with schema_url {SCHEMA_URL}", metric_scopes)
+    c.run(f"scope: every http.* and rpc.* metric's scope is {SCOPE_NAME} 0.1.0 with schema_url {SCHEMA_URL}", metric_scopes)
 
 
 def run_demo(command, env, timeout):
