@@ -249,10 +249,6 @@ pub(crate) struct Extra {
 }
 
 impl Extra {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.metrics.is_empty()
-    }
-
     /// Adds checked attributes (a hook's metric ones, labels).
     pub(crate) fn add(&mut self, attributes: Vec<KeyValue>) {
         // The usual case: nothing yet, few enough, no key given twice.
@@ -277,9 +273,18 @@ impl Extra {
         }
     }
 
-    /// The user attributes, moved out.
-    pub(crate) fn into_vec(self) -> Vec<KeyValue> {
-        self.metrics
+    /// Calls `record` with `conventions` followed by the user attributes: the stack
+    /// array as it is when there are none, else one list, moved together.
+    pub(crate) fn record_with<const N: usize>(
+        self,
+        conventions: crate::attributes::Attrs<N>,
+        record: impl FnOnce(&[KeyValue]),
+    ) {
+        if self.metrics.is_empty() {
+            record(conventions.as_slice());
+        } else {
+            record(&conventions.with_more(self.metrics));
+        }
     }
 
     /// `conventions` followed by the user attributes (for tests).

@@ -328,6 +328,23 @@ impl Rpc {
     }
 }
 
+/// The conventions' attributes of `rpc.{server,client}.call.duration`, before the side
+/// adds `server.address`/`server.port`: `method` is `rpc.method`'s attribute.
+pub(crate) fn metric_attributes(
+    method: KeyValue,
+    code: u8,
+    error_type: Option<&'static str>,
+) -> crate::attributes::Attrs<8> {
+    let mut attrs = crate::attributes::Attrs::<8>::new();
+    attrs.push(KeyValue::new(RPC_SYSTEM_NAME, SYSTEM));
+    attrs.push(method);
+    attrs.push(KeyValue::new(RPC_RESPONSE_STATUS_CODE, code_name(code)));
+    if let Some(error_type) = error_type {
+        attrs.push(KeyValue::new(crate::semconv::ERROR_TYPE, error_type));
+    }
+    attrs
+}
+
 /// How a call ended, for [`Rpc::settle`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum End {

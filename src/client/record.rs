@@ -371,25 +371,11 @@ impl ClientRecord {
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        let mut attrs = Attrs::<8>::new();
-        attrs.push(KeyValue::new(grpc::RPC_SYSTEM_NAME, grpc::SYSTEM));
-        attrs.push(rpc.method_attribute());
-        attrs.push(KeyValue::new(
-            grpc::RPC_RESPONSE_STATUS_CODE,
-            grpc::code_name(code),
-        ));
-        if let Some(error_type) = error_type {
-            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
-        }
+        let mut attrs = grpc::metric_attributes(rpc.method_attribute(), code, error_type);
         self.push_server(&mut attrs);
-        let with_extra;
-        let attrs = if extra.is_empty() {
-            attrs.as_slice()
-        } else {
-            with_extra = attrs.with_more(extra.into_vec());
-            &with_extra
-        };
-        metrics.record_rpc(attrs, elapsed.as_secs_f64());
+        extra.record_with(attrs, |attrs| {
+            metrics.record_rpc(attrs, elapsed.as_secs_f64())
+        });
     }
 
     /// Ends the span and records the metrics. `error` is the error type of a failure.
@@ -461,19 +447,14 @@ impl ClientRecord {
                 Value::String(template.0.value()),
             ));
         }
-        let with_extra;
-        let attrs = if extra.is_empty() {
-            attrs.as_slice()
-        } else {
-            with_extra = attrs.with_more(extra.into_vec());
-            &with_extra
-        };
-        metrics.record(
-            attrs,
-            elapsed.as_secs_f64(),
-            self.request_body_size,
-            response_bytes,
-        );
+        extra.record_with(attrs, |attrs| {
+            metrics.record(
+                attrs,
+                elapsed.as_secs_f64(),
+                self.request_body_size,
+                response_bytes,
+            );
+        });
         if let Some(active) = &metrics.active {
             active.add(-1, self.active_attributes().as_slice());
         }

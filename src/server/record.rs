@@ -502,19 +502,14 @@ impl ServerRecord {
             attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
         }
         self.push_server_address(&mut attrs);
-        let with_extra;
-        let attrs = if extra.is_empty() {
-            attrs.as_slice()
-        } else {
-            with_extra = attrs.with_more(extra.into_vec());
-            &with_extra
-        };
-        metrics.record(
-            attrs,
-            elapsed.as_secs_f64(),
-            self.request_body_size(),
-            response_bytes,
-        );
+        extra.record_with(attrs, |attrs| {
+            metrics.record(
+                attrs,
+                elapsed.as_secs_f64(),
+                self.request_body_size(),
+                response_bytes,
+            );
+        });
         if let Some(active) = &metrics.active {
             active.add(-1, self.active_attributes().as_slice());
         }
@@ -635,29 +630,16 @@ impl ServerRecord {
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        let mut attrs = Attrs::<8>::new();
-        attrs.push(KeyValue::new(grpc::RPC_SYSTEM_NAME, grpc::SYSTEM));
-        attrs.push(if unknown_method {
+        let method = if unknown_method {
             KeyValue::new(grpc::RPC_METHOD, OTHER)
         } else {
             rpc.method_attribute()
-        });
-        attrs.push(KeyValue::new(
-            grpc::RPC_RESPONSE_STATUS_CODE,
-            grpc::code_name(code),
-        ));
-        if let Some(error_type) = error_type {
-            attrs.push(KeyValue::new(ERROR_TYPE, error_type));
-        }
-        self.push_server_address(&mut attrs);
-        let with_extra;
-        let attrs = if extra.is_empty() {
-            attrs.as_slice()
-        } else {
-            with_extra = attrs.with_more(extra.into_vec());
-            &with_extra
         };
-        metrics.record_rpc(attrs, elapsed.as_secs_f64());
+        let mut attrs = grpc::metric_attributes(method, code, error_type);
+        self.push_server_address(&mut attrs);
+        extra.record_with(attrs, |attrs| {
+            metrics.record_rpc(attrs, elapsed.as_secs_f64())
+        });
     }
 }
 
