@@ -37,7 +37,7 @@ use support::*;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
-use tower::{ServiceBuilder, ServiceExt as _};
+use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_otel_http::OtelClient;
 
 use greeter::greeter_client::GreeterClient;
@@ -191,12 +191,24 @@ async fn channel(addr: SocketAddr) -> Channel {
 
 type Client = GreeterClient<OtelClient<Channel>>;
 
+/// `inner` in `tc`'s client layer.
+fn traced<S>(tc: &Telemetry, inner: S) -> OtelClient<S> {
+    tc.client_layer().build().layer(inner)
+}
+
 /// A generated client over a channel to `addr`, `tc`'s client layer around the channel.
 async fn connect(tc: &Telemetry, addr: SocketAddr) -> Client {
-    let svc = ServiceBuilder::new()
-        .layer(tc.client_layer().build())
-        .service(channel(addr).await);
+    let svc = traced(tc, channel(addr).await);
     GreeterClient::new(svc)
+}
+
+/// Two [`Telemetry`] instances (`ts` for the server, `tc` for the client), `Svc` served
+/// with `ts`'s layer, and a generated client with `tc`'s.
+async fn serve_and_connect() -> (Telemetry, Telemetry, SocketAddr, Client) {
+    let (ts, tc) = (Telemetry::new(), Telemetry::new());
+    let addr = serve_grpc(&ts).await;
+    let client = connect(&tc, addr).await;
+    (ts, tc, addr, client)
 }
 
 fn hello(name: &str) -> HelloRequest {
@@ -209,6 +221,36 @@ fn port(addr: SocketAddr) -> Value {
 
 // ---------------------------------------------------------------------------------------
 // Assertions.
+
+/// The end of a call a [`Telemetry`] records: its span kind, its metric, and what its
+/// metric point has beside the RPC attributes.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    /// `rpc.server.call.duration`, without `server.*` (opt-in on the server's metric).
+    Server,
+    /// `rpc.client.call.duration` of a client whose URIs are path-only (a generated
+    /// client with no `target`): its `server.*` are not asserted.
+    Client,
+    /// `rpc.client.call.duration` of a client that knows the authority (`with_origin`,
+    /// hyper's absolute URIs, a `target`): `server.*` are 127.0.0.1 and this port.
+    ClientOf(SocketAddr),
+}
+
+impl Side {
+    fn kind(self) -> SpanKind {
+        match self {
+            Side::Server => SpanKind::Server,
+            Side::Client | Side::ClientOf(_) => SpanKind::Client,
+        }
+    }
+
+    fn metric(self) -> &'static str {
+        match self {
+            Side::Server => SERVER_DURATION,
+            Side::Client | Side::ClientOf(_) => CLIENT_DURATION,
+        }
+    }
+}
 
 /// The only span of kind `kind`.
 #[track_caller]
@@ -270,6 +312,36 @@ fn check_span(span: &SpanData, kind: &SpanKind, name: &str, method: &str, code: 
     assert_rpc_only(&span.attributes);
 }
 
+/// The only span of `side`'s kind, checked by [`check_span`] as a call of `method` (also
+/// its name) that ended with `code`.
+#[track_caller]
+fn one_call_span<'a>(
+    spans: &'a [SpanData],
+    side: Side,
+    method: &str,
+    code: &str,
+    error: bool,
+) -> &'a SpanData {
+    let span = one_span(spans, &side.kind());
+    check_span(span, &side.kind(), method, method, code, error);
+    span
+}
+
+/// [`one_call_span`], and its metric point by [`check_point`].
+#[track_caller]
+fn one_call<'a>(
+    t: &Telemetry,
+    spans: &'a [SpanData],
+    side: Side,
+    method: &str,
+    code: &str,
+    error: bool,
+) -> &'a SpanData {
+    let span = one_call_span(spans, side, method, code, error);
+    check_point(t, side, span, method, code, error);
+    span
+}
+
 /// The attributes, sorted, without the keys in `ignore` (attributes this test cannot
 /// know, e.g. `network.peer.*`).
 fn set_without<'a>(
@@ -283,12 +355,55 @@ fn set_without<'a>(
 }
 
 const PEER: [&str; 2] = ["network.peer.address", "network.peer.port"];
-const PEER_AND_SERVER: [&str; 4] = [
-    "network.peer.address",
-    "network.peer.port",
-    "server.address",
-    "server.port",
-];
+const SERVER: [&str; 2] = ["server.address", "server.port"];
+
+/// The RPC attributes of a call of `method` that ended with `code`, with `error.type`
+/// when `error`.
+fn rpc_attrs(method: &str, code: &str, error: bool) -> Vec<(&'static str, Value)> {
+    let mut want = vec![
+        ("rpc.system.name", s("grpc")),
+        ("rpc.method", s(method)),
+        ("rpc.response.status_code", s(code)),
+    ];
+    if error {
+        want.push(("error.type", s(code)));
+    }
+    want
+}
+
+/// `server.*` of a server on 127.0.0.1 at `addr`.
+fn server_attrs(addr: SocketAddr) -> [(&'static str, Value); 2] {
+    [
+        ("server.address", s("127.0.0.1")),
+        ("server.port", port(addr)),
+    ]
+}
+
+/// `span` has exactly the RPC attributes of a call of `method` that ended with `code`
+/// and, with `server`, the `server.*` of that address (without, `server.*` are not
+/// asserted), `network.peer.*` aside.
+#[track_caller]
+fn assert_span_attrs(
+    span: &SpanData,
+    server: Option<SocketAddr>,
+    method: &str,
+    code: &str,
+    error: bool,
+) {
+    let mut want = rpc_attrs(method, code, error);
+    let ignore = match server {
+        Some(addr) => {
+            want.extend(server_attrs(addr));
+            PEER.to_vec()
+        }
+        None => [PEER, SERVER].concat(),
+    };
+    assert_eq!(
+        set_without(&span.attributes, &ignore),
+        expected_set(&want),
+        "{span:#?}"
+    );
+}
 
 /// The one point whose `rpc.response.status_code` is `code` (and `rpc.method` is
 /// `method`).
@@ -317,36 +432,78 @@ fn point<'a>(
     found[0]
 }
 
-/// One point, for one call of `method` that ended with `code`, its value the span's
-/// duration, with exactly the RPC metric attributes (plus `extra`, less `ignore`).
+/// One point of `side`'s metric, for one call of `method` that ended with `code`, its
+/// value the span's duration, with exactly the RPC metric attributes (and what `side`
+/// says of `server.*`).
 #[track_caller]
-#[allow(clippy::too_many_arguments)]
-fn check_point(
-    t: &Telemetry,
-    metric: &str,
-    span: &SpanData,
-    method: &str,
-    code: &str,
-    error: bool,
-    extra: &[(&str, Value)],
-    ignore: &[&str],
-) {
-    let points = t.f64_histogram(metric);
+fn check_point(t: &Telemetry, side: Side, span: &SpanData, method: &str, code: &str, error: bool) {
+    let points = t.f64_histogram(side.metric());
     let p = point(&points, method, code);
     assert_eq!(p.count(), 1);
     assert_eq!(p.bounds().collect::<Vec<_>>(), BUCKETS);
-    let mut want = vec![
-        ("rpc.system.name", s("grpc")),
-        ("rpc.method", s(method)),
-        ("rpc.response.status_code", s(code)),
-    ];
-    if error {
-        want.push(("error.type", s(code)));
-    }
-    want.extend(extra.iter().cloned());
+    let mut want = rpc_attrs(method, code, error);
+    let ignore: &[&str] = match side {
+        Side::Server => &[],
+        Side::Client => &SERVER,
+        Side::ClientOf(addr) => {
+            want.extend(server_attrs(addr));
+            &[]
+        }
+    };
     assert_eq!(set_without(p.attributes(), ignore), expected_set(&want));
     assert_rpc_only(p.attributes());
     assert_eq!(p.sum(), span_secs(span), "the point is the span's duration");
+}
+
+/// Waits for the server's span, then the client's, checks each and its point
+/// ([`one_call`]) as a call of `method` that ended with `code` (a failure on the server
+/// when `server_error`, on the client when `client_error`), then that each side ended one
+/// span only. The server's span and the client's.
+async fn check_both_sides(
+    ts: &Telemetry,
+    tc: &Telemetry,
+    method: &str,
+    code: &str,
+    server_error: bool,
+    client_error: bool,
+) -> (SpanData, SpanData) {
+    let spans = ts.wait_spans(1).await;
+    let server = one_call(ts, &spans, Side::Server, method, code, server_error).clone();
+    let spans = tc.wait_spans(1).await;
+    let client = one_call(tc, &spans, Side::Client, method, code, client_error).clone();
+    settle_one_each(ts, tc).await;
+    (server, client)
+}
+
+/// For a streaming call of `method` that took 200 ms or more and ended OK: once each side
+/// ended its span, that it ended only that one, lasting the whole call, with its point
+/// ([`one_call`]).
+async fn check_long_ok_call(ts: &Telemetry, tc: &Telemetry, method: &str) {
+    ts.wait_spans(1).await;
+    tc.wait_spans(1).await;
+    for (t, side) in [(ts, Side::Server), (tc, Side::Client)] {
+        let spans = t.settle_spans(1).await;
+        let span = one_call(t, &spans, side, method, "OK", false);
+        assert!(
+            span_secs(span) >= 0.19,
+            "{side:?} span {} s",
+            span_secs(span)
+        );
+    }
+}
+
+/// A failed call as a client sees it: `code` as the status code and `error.type`, an
+/// error status, no HTTP attribute.
+#[track_caller]
+fn assert_client_failure(span: &SpanData, code: &str) {
+    assert_eq!(
+        attr(&span.attributes, "rpc.response.status_code"),
+        Some(s(code)),
+        "{span:#?}"
+    );
+    assert_eq!(attr(&span.attributes, "error.type"), Some(s(code)));
+    assert!(matches!(span.status, Status::Error { .. }));
+    assert_rpc_only(&span.attributes);
 }
 
 /// No HTTP metric was recorded, and the RPC one was.
@@ -362,72 +519,82 @@ fn assert_only_rpc_metrics(t: &Telemetry, metric: &str) {
     assert!(t.f64_histogram("http.client.request.duration").is_empty());
 }
 
+/// One OK `SayHello` as `side` saw it: the span, with exactly the attributes of
+/// [`assert_span_attrs`] (`server`); once it is `t`'s only span, the metric's unit, no
+/// HTTP metric, and the point.
+async fn check_ok_say_hello(t: &Telemetry, side: Side, server: Option<SocketAddr>) {
+    let spans = t.wait_spans(1).await;
+    let span = one_call_span(&spans, side, SAY_HELLO, "OK", false);
+    assert_span_attrs(span, server, SAY_HELLO, "OK", false);
+    t.settle_spans(1).await;
+
+    assert_eq!(t.unit(side.metric()).as_deref(), Some("s"));
+    assert_only_rpc_metrics(t, side.metric());
+    check_point(t, side, span, SAY_HELLO, "OK", false);
+}
+
+/// Each side ended one span, and only one.
+async fn settle_one_each(ts: &Telemetry, tc: &Telemetry) {
+    ts.settle_spans(1).await;
+    tc.settle_spans(1).await;
+}
+
+/// Neither side ended its span yet (`when`).
+#[track_caller]
+fn assert_no_span_yet(ts: &Telemetry, tc: &Telemetry, when: &str) {
+    assert!(ts.finished_spans().is_empty(), "server span ended {when}");
+    assert!(tc.finished_spans().is_empty(), "client span ended {when}");
+}
+
+/// The messages of a response stream, to its end.
+async fn messages(stream: &mut tonic::Streaming<HelloReply>) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        got.push(r.message);
+    }
+    got
+}
+
+/// The server's and the client's spans (one each) of a call.
+async fn both_spans(ts: &Telemetry, tc: &Telemetry) -> (SpanData, SpanData) {
+    let spans = ts.wait_spans(1).await;
+    let server = one_span(&spans, &SpanKind::Server).clone();
+    let spans = tc.wait_spans(1).await;
+    let client = one_span(&spans, &SpanKind::Client).clone();
+    (server, client)
+}
+
+/// `server` is the child of `client`, in its trace.
+#[track_caller]
+fn assert_child_of(server: &SpanData, client: &SpanData) {
+    assert_eq!(
+        server.span_context.trace_id(),
+        client.span_context.trace_id()
+    );
+    assert_eq!(server.parent_span_id, client.span_context.span_id());
+}
+
 // ---------------------------------------------------------------------------------------
 // Unary.
 
 #[tokio::test]
 async fn unary_ok_server_span_and_metric() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, _tc, addr, mut client) = serve_and_connect().await;
     let res = client.say_hello(hello("ada")).await.unwrap();
     assert_eq!(res.into_inner().message, "hello ada");
 
-    let spans = ts.wait_spans(1).await;
-    let span = one_span(&spans, &SpanKind::Server);
-    check_span(span, &SpanKind::Server, SAY_HELLO, SAY_HELLO, "OK", false);
-    // Exactly these, `network.peer.*` aside (present only if the layer reads tonic's
-    // connect info).
-    assert_eq!(
-        set_without(&span.attributes, &PEER),
-        expected_set(&[
-            ("rpc.system.name", s("grpc")),
-            ("rpc.method", s(SAY_HELLO)),
-            ("rpc.response.status_code", s("OK")),
-            ("server.address", s("127.0.0.1")),
-            ("server.port", port(addr)),
-        ])
-    );
-    ts.settle_spans(1).await;
-
-    assert_eq!(ts.unit(SERVER_DURATION).as_deref(), Some("s"));
-    assert_only_rpc_metrics(&ts, SERVER_DURATION);
-    // `server.*` are opt-in on the server's metric.
-    check_point(&ts, SERVER_DURATION, span, SAY_HELLO, "OK", false, &[], &[]);
+    // The span's `network.peer.*` are present only if the layer reads tonic's connect
+    // info; its `server.*` come from the request. `server.*` are opt-in on the server's
+    // metric.
+    check_ok_say_hello(&ts, Side::Server, Some(addr)).await;
 }
 
 #[tokio::test]
 async fn unary_ok_client_span_and_metric() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (_ts, tc, _, mut client) = serve_and_connect().await;
     client.say_hello(hello("ada")).await.unwrap();
 
-    let spans = tc.wait_spans(1).await;
-    let span = one_span(&spans, &SpanKind::Client);
-    check_span(span, &SpanKind::Client, SAY_HELLO, SAY_HELLO, "OK", false);
-    assert_eq!(
-        set_without(&span.attributes, &PEER_AND_SERVER),
-        expected_set(&[
-            ("rpc.system.name", s("grpc")),
-            ("rpc.method", s(SAY_HELLO)),
-            ("rpc.response.status_code", s("OK")),
-        ])
-    );
-    tc.settle_spans(1).await;
-
-    assert_eq!(tc.unit(CLIENT_DURATION).as_deref(), Some("s"));
-    assert_only_rpc_metrics(&tc, CLIENT_DURATION);
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        span,
-        SAY_HELLO,
-        "OK",
-        false,
-        &[],
-        &["server.address", "server.port"],
-    );
+    check_ok_say_hello(&tc, Side::Client, None).await;
 }
 
 #[tokio::test]
@@ -435,155 +602,40 @@ async fn client_with_origin_records_server_address_and_port_from_the_uri() {
     // `with_origin` puts the authority in the request URI the layer sees.
     let (ts, tc) = (Telemetry::new(), Telemetry::new());
     let addr = serve_grpc(&ts).await;
-    let svc = ServiceBuilder::new()
-        .layer(tc.client_layer().build())
-        .service(channel(addr).await);
+    let svc = traced(&tc, channel(addr).await);
     let mut client = GreeterClient::with_origin(svc, format!("http://{addr}").parse().unwrap());
     client.say_hello(hello("ada")).await.unwrap();
 
     let spans = tc.wait_spans(1).await;
-    let span = one_span(&spans, &SpanKind::Client);
-    check_span(span, &SpanKind::Client, SAY_HELLO, SAY_HELLO, "OK", false);
-    assert_eq!(
-        set_without(&span.attributes, &PEER),
-        expected_set(&[
-            ("rpc.system.name", s("grpc")),
-            ("rpc.method", s(SAY_HELLO)),
-            ("rpc.response.status_code", s("OK")),
-            ("server.address", s("127.0.0.1")),
-            ("server.port", port(addr)),
-        ])
-    );
-    let server = [
-        ("server.address", s("127.0.0.1")),
-        ("server.port", port(addr)),
-    ];
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        span,
-        SAY_HELLO,
-        "OK",
-        false,
-        &server,
-        &[],
-    );
+    let span = one_call_span(&spans, Side::ClientOf(addr), SAY_HELLO, "OK", false);
+    assert_span_attrs(span, Some(addr), SAY_HELLO, "OK", false);
+    check_point(&tc, Side::ClientOf(addr), span, SAY_HELLO, "OK", false);
 }
 
 #[tokio::test]
 async fn unary_not_found_is_an_error_only_on_the_client() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let err = client.say_hello(hello("missing")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), "no such person");
 
-    // Server: NOT_FOUND is the caller's problem, not a server failure.
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_HELLO,
-        SAY_HELLO,
-        "NOT_FOUND",
-        false,
-    );
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_HELLO,
-        "NOT_FOUND",
-        false,
-        &[],
-        &[],
-    );
-
-    // Client: every non-OK code is a failed call.
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_HELLO,
-        SAY_HELLO,
-        "NOT_FOUND",
-        true,
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        SAY_HELLO,
-        "NOT_FOUND",
-        true,
-        &[],
-        &["server.address", "server.port"],
-    );
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    // Server: NOT_FOUND is the caller's problem, not a server failure. Client: every
+    // non-OK code is a failed call.
+    check_both_sides(&ts, &tc, SAY_HELLO, "NOT_FOUND", false, true).await;
 }
 
 #[tokio::test]
 async fn unary_internal_is_an_error_on_both_sides() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let err = client.say_hello(hello("crash")).await.unwrap_err();
     assert_eq!(err.code(), Code::Internal);
 
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_HELLO,
-        SAY_HELLO,
-        "INTERNAL",
-        true,
-    );
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_HELLO,
-        "INTERNAL",
-        true,
-        &[],
-        &[],
-    );
-
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_HELLO,
-        SAY_HELLO,
-        "INTERNAL",
-        true,
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        SAY_HELLO,
-        "INTERNAL",
-        true,
-        &[],
-        &["server.address", "server.port"],
-    );
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    check_both_sides(&ts, &tc, SAY_HELLO, "INTERNAL", true, true).await;
 }
 
 #[tokio::test]
 async fn calls_on_one_channel_each_get_one_span_and_one_measurement() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let client = connect(&tc, addr).await;
+    let (ts, tc, _, client) = serve_and_connect().await;
     let calls = ["a", "b", "missing", "c", "crash"].map(|name| {
         let mut client = client.clone();
         tokio::spawn(async move { client.say_hello(hello(name)).await.map(|_| ()) })
@@ -597,16 +649,13 @@ async fn calls_on_one_channel_each_get_one_span_and_one_measurement() {
         [None, None, Some(Code::NotFound), None, Some(Code::Internal)]
     );
 
-    for (t, kind, metric) in [
-        (&ts, SpanKind::Server, SERVER_DURATION),
-        (&tc, SpanKind::Client, CLIENT_DURATION),
-    ] {
+    for (t, side) in [(&ts, Side::Server), (&tc, Side::Client)] {
         t.wait_spans(5).await;
         let spans = t.settle_spans(5).await;
         let mut got: Vec<String> = spans
             .iter()
             .inspect(|span| {
-                assert_eq!(span.span_kind, kind);
+                assert_eq!(span.span_kind, side.kind());
                 assert_eq!(span.name, SAY_HELLO);
                 assert_rpc_only(&span.attributes);
             })
@@ -618,7 +667,7 @@ async fn calls_on_one_channel_each_get_one_span_and_one_measurement() {
             .collect();
         got.sort();
         assert_eq!(got, ["INTERNAL", "NOT_FOUND", "OK", "OK", "OK"]);
-        let points = t.f64_histogram(metric);
+        let points = t.f64_histogram(side.metric());
         assert_eq!(point(&points, SAY_HELLO, "OK").count(), 3);
         assert_eq!(point(&points, SAY_HELLO, "NOT_FOUND").count(), 1);
         assert_eq!(point(&points, SAY_HELLO, "INTERNAL").count(), 1);
@@ -631,163 +680,45 @@ async fn calls_on_one_channel_each_get_one_span_and_one_measurement() {
 
 #[tokio::test]
 async fn server_streaming_span_ends_at_the_trailers_after_every_message() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let mut stream = client.say_many(hello("paced")).await.unwrap().into_inner();
     let mut got = Vec::new();
     while let Some(r) = stream.message().await.unwrap() {
         // The span is still open while messages flow.
         if got.is_empty() {
-            assert!(
-                ts.finished_spans().is_empty(),
-                "server span ended at the first message"
-            );
-            assert!(
-                tc.finished_spans().is_empty(),
-                "client span ended at the first message"
-            );
+            assert_no_span_yet(&ts, &tc, "at the first message");
         }
         got.push(r.message);
     }
     assert_eq!(got, ["paced 0", "paced 1", "paced 2"]);
 
-    ts.wait_spans(1).await;
-    tc.wait_spans(1).await;
-    let spans = ts.settle_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(server, &SpanKind::Server, SAY_MANY, SAY_MANY, "OK", false);
-    assert!(
-        span_secs(server) >= 0.19,
-        "server span {} s",
-        span_secs(server)
-    );
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_MANY,
-        "OK",
-        false,
-        &[],
-        &[],
-    );
-
-    let spans = tc.settle_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_MANY,
-        SAY_MANY,
-        "OK",
-        false,
-    );
-    assert!(
-        span_secs(client_span) >= 0.19,
-        "client span {} s",
-        span_secs(client_span)
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        SAY_MANY,
-        "OK",
-        false,
-        &[],
-        &["server.address", "server.port"],
-    );
+    check_long_ok_call(&ts, &tc, SAY_MANY).await;
 }
 
 #[tokio::test]
 async fn server_streaming_three_messages_ok() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let mut stream = client.say_many(hello("b")).await.unwrap().into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = stream.message().await.unwrap() {
-        got.push(r.message);
-    }
-    assert_eq!(got, ["b 0", "b 1", "b 2"]);
+    assert_eq!(messages(&mut stream).await, ["b 0", "b 1", "b 2"]);
 
     ts.wait_spans(1).await;
     tc.wait_spans(1).await;
-    let spans = ts.settle_spans(1).await;
-    check_span(
-        &spans[0],
-        &SpanKind::Server,
-        SAY_MANY,
-        SAY_MANY,
-        "OK",
-        false,
-    );
-    let spans = tc.settle_spans(1).await;
-    check_span(
-        &spans[0],
-        &SpanKind::Client,
-        SAY_MANY,
-        SAY_MANY,
-        "OK",
-        false,
-    );
+    for (t, kind) in [(&ts, SpanKind::Server), (&tc, SpanKind::Client)] {
+        let spans = t.settle_spans(1).await;
+        check_span(&spans[0], &kind, SAY_MANY, SAY_MANY, "OK", false);
+    }
 }
 
 #[tokio::test]
 async fn server_stream_failing_after_a_message_takes_the_trailers_status() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let mut stream = client.say_many(hello("fail")).await.unwrap().into_inner();
     assert_eq!(stream.message().await.unwrap().unwrap().message, "fail 0");
     let err = stream.message().await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(err.message(), "gone");
 
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_MANY,
-        SAY_MANY,
-        "UNAVAILABLE",
-        true,
-    );
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_MANY,
-        "UNAVAILABLE",
-        true,
-        &[],
-        &[],
-    );
-
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_MANY,
-        SAY_MANY,
-        "UNAVAILABLE",
-        true,
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        SAY_MANY,
-        "UNAVAILABLE",
-        true,
-        &[],
-        &["server.address", "server.port"],
-    );
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    check_both_sides(&ts, &tc, SAY_MANY, "UNAVAILABLE", true, true).await;
 }
 
 /// The names as requests, 100 ms apart.
@@ -804,169 +735,52 @@ fn paced_names(
 
 #[tokio::test]
 async fn client_streaming_span_covers_every_request_message() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let res = client.collect(paced_names(&["x", "y", "z"])).await.unwrap();
     assert_eq!(res.into_inner().message, "x,y,z");
 
-    ts.wait_spans(1).await;
-    tc.wait_spans(1).await;
-    let spans = ts.settle_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(server, &SpanKind::Server, COLLECT, COLLECT, "OK", false);
-    assert!(
-        span_secs(server) >= 0.19,
-        "server span {} s",
-        span_secs(server)
-    );
-    check_point(&ts, SERVER_DURATION, server, COLLECT, "OK", false, &[], &[]);
-
-    let spans = tc.settle_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        COLLECT,
-        COLLECT,
-        "OK",
-        false,
-    );
-    assert!(
-        span_secs(client_span) >= 0.19,
-        "client span {} s",
-        span_secs(client_span)
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        COLLECT,
-        "OK",
-        false,
-        &[],
-        &["server.address", "server.port"],
-    );
+    check_long_ok_call(&ts, &tc, COLLECT).await;
 }
 
 #[tokio::test]
 async fn bidi_span_covers_the_whole_exchange() {
     // The server answers the head at once and echoes as the names come: a span ended at
     // the response head would be a few milliseconds long.
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let mut stream = client
         .chat(paced_names(&["p", "q", "r"]))
         .await
         .unwrap()
         .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = stream.message().await.unwrap() {
-        got.push(r.message);
-    }
-    assert_eq!(got, ["p", "q", "r"]);
+    assert_eq!(messages(&mut stream).await, ["p", "q", "r"]);
 
-    ts.wait_spans(1).await;
-    tc.wait_spans(1).await;
-    let spans = ts.settle_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(server, &SpanKind::Server, CHAT, CHAT, "OK", false);
-    assert!(
-        span_secs(server) >= 0.19,
-        "server span {} s",
-        span_secs(server)
-    );
-    check_point(&ts, SERVER_DURATION, server, CHAT, "OK", false, &[], &[]);
-
-    let spans = tc.settle_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(client_span, &SpanKind::Client, CHAT, CHAT, "OK", false);
-    assert!(
-        span_secs(client_span) >= 0.19,
-        "client span {} s",
-        span_secs(client_span)
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        CHAT,
-        "OK",
-        false,
-        &[],
-        &["server.address", "server.port"],
-    );
+    check_long_ok_call(&ts, &tc, CHAT).await;
 }
 
 #[tokio::test]
 async fn client_dropping_a_stream_midway_is_cancelled_on_both_sides() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let mut stream = client.say_many(hello("hang")).await.unwrap().into_inner();
     assert_eq!(stream.message().await.unwrap().unwrap().message, "hang 0");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        ts.finished_spans().is_empty(),
-        "server span ended before the drop"
-    );
-    assert!(
-        tc.finished_spans().is_empty(),
-        "client span ended before the drop"
-    );
+    assert_no_span_yet(&ts, &tc, "before the drop");
     drop(stream);
 
+    // Server: the RST_STREAM(CANCEL) drops its body before the trailers: not its failure.
     // Client: its own cancellation is an error in RPC conventions (no HTTP-like
     // exemption).
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_MANY,
-        SAY_MANY,
-        "CANCELLED",
-        true,
-    );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        SAY_MANY,
-        "CANCELLED",
-        true,
-        &[],
-        &["server.address", "server.port"],
-    );
-
-    // Server: the RST_STREAM(CANCEL) drops its body before the trailers: not its failure.
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_MANY,
-        SAY_MANY,
-        "CANCELLED",
-        false,
-    );
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_MANY,
-        "CANCELLED",
-        false,
-        &[],
-        &[],
-    );
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    check_both_sides(&ts, &tc, SAY_MANY, "CANCELLED", false, true).await;
 }
 
 // ---------------------------------------------------------------------------------------
 // Deadlines.
+
+/// `SayHello` for `slow` (2 s) with a deadline of 200 ms: the error.
+async fn call_slow_with_deadline(client: &mut Client) -> tonic::Status {
+    let mut req = tonic::Request::new(hello("slow"));
+    req.set_timeout(Duration::from_millis(200));
+    client.say_hello(req).await.unwrap_err()
+}
 
 #[tokio::test]
 async fn client_deadline_is_deadline_exceeded_on_both_sides() {
@@ -975,93 +789,31 @@ async fn client_deadline_is_deadline_exceeded_on_both_sides() {
     let (ts, tc) = (Telemetry::new(), Telemetry::new());
     let addr = serve_grpc_with(&ts, Some(Duration::from_secs(1))).await;
     let mut client = connect(&tc, addr).await;
-    let mut req = tonic::Request::new(hello("slow"));
-    req.set_timeout(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let err = client.say_hello(req).await.unwrap_err();
+    let err = call_slow_with_deadline(&mut client).await;
     assert!(started.elapsed() < Duration::from_secs(1), "{err:?}");
     // tonic itself says CANCELLED ("Timeout expired"); the layer knows better.
 
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_HELLO,
-        SAY_HELLO,
-        "DEADLINE_EXCEEDED",
-        true,
-    );
+    let (server, client_span) =
+        check_both_sides(&ts, &tc, SAY_HELLO, "DEADLINE_EXCEEDED", true, true).await;
     assert!(
-        span_secs(client_span) >= 0.19,
+        span_secs(&client_span) >= 0.19,
         "{} s",
-        span_secs(client_span)
+        span_secs(&client_span)
     );
-    check_point(
-        &tc,
-        CLIENT_DURATION,
-        client_span,
-        SAY_HELLO,
-        "DEADLINE_EXCEEDED",
-        true,
-        &[],
-        &["server.address", "server.port"],
-    );
-
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_HELLO,
-        SAY_HELLO,
-        "DEADLINE_EXCEEDED",
-        true,
-    );
-    assert!(span_secs(server) < 1.0, "{} s", span_secs(server));
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_HELLO,
-        "DEADLINE_EXCEEDED",
-        true,
-        &[],
-        &[],
-    );
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    assert!(span_secs(&server) < 1.0, "{} s", span_secs(&server));
 }
 
 #[tokio::test]
 async fn client_deadline_without_a_server_timeout() {
     // tonic's server honours `grpc-timeout` with no `Server::timeout` too.
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
-    let mut req = tonic::Request::new(hello("slow"));
-    req.set_timeout(Duration::from_millis(200));
-    client.say_hello(req).await.unwrap_err();
+    let (ts, tc, _, mut client) = serve_and_connect().await;
+    call_slow_with_deadline(&mut client).await;
 
     let spans = tc.wait_spans(1).await;
-    check_span(
-        one_span(&spans, &SpanKind::Client),
-        &SpanKind::Client,
-        SAY_HELLO,
-        SAY_HELLO,
-        "DEADLINE_EXCEEDED",
-        true,
-    );
+    one_call_span(&spans, Side::Client, SAY_HELLO, "DEADLINE_EXCEEDED", true);
     let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_HELLO,
-        SAY_HELLO,
-        "DEADLINE_EXCEEDED",
-        true,
-    );
+    let server = one_call_span(&spans, Side::Server, SAY_HELLO, "DEADLINE_EXCEEDED", true);
     assert!(span_secs(server) < 1.5, "{} s", span_secs(server));
 }
 
@@ -1076,40 +828,13 @@ async fn server_timeout_without_grpc_timeout_is_cancelled() {
     assert_eq!(err.code(), Code::Cancelled, "{err:?}");
 
     let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    check_span(
-        server,
-        &SpanKind::Server,
-        SAY_HELLO,
-        SAY_HELLO,
-        "CANCELLED",
-        false,
-    );
+    let server = one_call(&ts, &spans, Side::Server, SAY_HELLO, "CANCELLED", false);
     assert!(span_secs(server) >= 0.19, "{} s", span_secs(server));
     assert!(span_secs(server) < 1.5, "{} s", span_secs(server));
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        SAY_HELLO,
-        "CANCELLED",
-        false,
-        &[],
-        &[],
-    );
 
     let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    check_span(
-        client_span,
-        &SpanKind::Client,
-        SAY_HELLO,
-        SAY_HELLO,
-        "CANCELLED",
-        true,
-    );
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    one_call_span(&spans, Side::Client, SAY_HELLO, "CANCELLED", true);
+    settle_one_each(&ts, &tc).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1119,11 +844,7 @@ async fn server_timeout_without_grpc_timeout_is_cancelled() {
 async fn unknown_method_is_other_on_the_server_metrics_and_unimplemented_on_both_sides() {
     let (ts, tc) = (Telemetry::new(), Telemetry::new());
     let addr = serve_grpc(&ts).await;
-    let mut grpc = tonic::client::Grpc::new(
-        ServiceBuilder::new()
-            .layer(tc.client_layer().build())
-            .service(channel(addr).await),
-    );
+    let mut grpc = tonic::client::Grpc::new(traced(&tc, channel(addr).await));
     grpc.ready().await.unwrap();
     let res: Result<tonic::Response<HelloReply>, tonic::Status> = grpc
         .unary(
@@ -1135,18 +856,11 @@ async fn unknown_method_is_other_on_the_server_metrics_and_unimplemented_on_both
     assert_eq!(res.unwrap_err().code(), Code::Unimplemented);
 
     let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
     // The server cannot tell an unknown method when the span starts (a sampler sees the
     // name asked for), and the SDK keeps both values of a key set twice: the span keeps
     // the method asked for, once. Its metric point takes `_OTHER` (below).
-    check_span(
-        server,
-        &SpanKind::Server,
-        "helloworld.Greeter/Nope",
-        "helloworld.Greeter/Nope",
-        "UNIMPLEMENTED",
-        true,
-    );
+    let nope = "helloworld.Greeter/Nope";
+    let server = one_call_span(&spans, Side::Server, nope, "UNIMPLEMENTED", true);
     let methods: Vec<_> = server
         .attributes
         .iter()
@@ -1159,33 +873,15 @@ async fn unknown_method_is_other_on_the_server_metrics_and_unimplemented_on_both
         Some(s("127.0.0.1"))
     );
     // The metric has `_OTHER` and no `rpc.method_original` (cardinality).
-    check_point(
-        &ts,
-        SERVER_DURATION,
-        server,
-        "_OTHER",
-        "UNIMPLEMENTED",
-        true,
-        &[],
-        &[],
-    );
+    check_point(&ts, Side::Server, server, "_OTHER", "UNIMPLEMENTED", true);
 
     let spans = tc.wait_spans(1).await;
     let client_span = one_span(&spans, &SpanKind::Client);
-    assert_eq!(
-        attr(&client_span.attributes, "rpc.response.status_code"),
-        Some(s("UNIMPLEMENTED"))
-    );
-    assert_eq!(
-        attr(&client_span.attributes, "error.type"),
-        Some(s("UNIMPLEMENTED"))
-    );
-    assert!(matches!(client_span.status, Status::Error { .. }));
+    assert_client_failure(client_span, "UNIMPLEMENTED");
     assert_eq!(
         attr(&client_span.attributes, "rpc.system.name"),
         Some(s("grpc"))
     );
-    assert_rpc_only(&client_span.attributes);
     let points = tc.f64_histogram(CLIENT_DURATION);
     assert_eq!(points.len(), 1);
     assert_eq!(
@@ -1193,26 +889,16 @@ async fn unknown_method_is_other_on_the_server_metrics_and_unimplemented_on_both
         Some(s("UNIMPLEMENTED"))
     );
     assert_eq!(attr(points[0].attributes(), "rpc.method_original"), None);
-    ts.settle_spans(1).await;
-    tc.settle_spans(1).await;
+    settle_one_each(&ts, &tc).await;
 }
 
 #[tokio::test]
 async fn server_span_is_the_child_of_the_client_span() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     client.say_hello(hello("ada")).await.unwrap();
 
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
-    assert_eq!(
-        server.span_context.trace_id(),
-        client_span.span_context.trace_id()
-    );
-    assert_eq!(server.parent_span_id, client_span.span_context.span_id());
+    let (server, client_span) = both_spans(&ts, &tc).await;
+    assert_child_of(&server, &client_span);
     assert!(server.parent_span_is_remote);
     // The server's work happens within the client's call.
     assert!(client_span.start_time <= server.start_time);
@@ -1221,9 +907,7 @@ async fn server_span_is_the_child_of_the_client_span() {
 
 #[tokio::test]
 async fn streaming_calls_propagate_trace_context_too() {
-    let (ts, tc) = (Telemetry::new(), Telemetry::new());
-    let addr = serve_grpc(&ts).await;
-    let mut client = connect(&tc, addr).await;
+    let (ts, tc, _, mut client) = serve_and_connect().await;
     let mut stream = client
         .chat(paced_names(&["p", "q"]))
         .await
@@ -1231,16 +915,9 @@ async fn streaming_calls_propagate_trace_context_too() {
         .into_inner();
     while stream.message().await.unwrap().is_some() {}
 
-    let spans = ts.wait_spans(1).await;
-    let server = one_span(&spans, &SpanKind::Server);
-    let spans = tc.wait_spans(1).await;
-    let client_span = one_span(&spans, &SpanKind::Client);
+    let (server, client_span) = both_spans(&ts, &tc).await;
     assert_eq!(server.name, CHAT);
-    assert_eq!(
-        server.span_context.trace_id(),
-        client_span.span_context.trace_id()
-    );
-    assert_eq!(server.parent_span_id, client_span.span_context.span_id());
+    assert_child_of(&server, &client_span);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1394,24 +1071,10 @@ async fn fake_server_ok_is_ok_on_both_sides() {
     let (ts, tc) = (Telemetry::new(), Telemetry::new());
     let addr = fake_server(&ts).await;
     assert_eq!(tonic_call(&tc, addr, "ok").await, Ok(()));
-    let spans = ts.wait_spans(1).await;
-    check_span(
-        &spans[0],
-        &SpanKind::Server,
-        SAY_HELLO,
-        SAY_HELLO,
-        "OK",
-        false,
-    );
-    let spans = tc.wait_spans(1).await;
-    check_span(
-        &spans[0],
-        &SpanKind::Client,
-        SAY_HELLO,
-        SAY_HELLO,
-        "OK",
-        false,
-    );
+    for (t, kind) in [(&ts, SpanKind::Server), (&tc, SpanKind::Client)] {
+        let spans = t.wait_spans(1).await;
+        check_span(&spans[0], &kind, SAY_HELLO, SAY_HELLO, "OK", false);
+    }
 }
 
 /// The fake server's answers whose code the layer must work out itself as `UNKNOWN`, on
@@ -1432,51 +1095,9 @@ async fn unparseable_or_missing_status_is_unknown_on_both_sides() {
         let result = tonic_call(&tc, addr, scenario).await;
         assert!(result.is_err(), "{scenario}: tonic accepted it");
 
-        let spans = ts.wait_spans(1).await;
-        let server = one_span(&spans, &SpanKind::Server);
+        let (server, _) = check_both_sides(&ts, &tc, SAY_HELLO, "UNKNOWN", true, true).await;
         assert_eq!(server.name, SAY_HELLO, "{scenario}");
-        check_span(
-            server,
-            &SpanKind::Server,
-            SAY_HELLO,
-            SAY_HELLO,
-            "UNKNOWN",
-            true,
-        );
-        check_point(
-            &ts,
-            SERVER_DURATION,
-            server,
-            SAY_HELLO,
-            "UNKNOWN",
-            true,
-            &[],
-            &[],
-        );
         assert_only_rpc_metrics(&ts, SERVER_DURATION);
-
-        let spans = tc.wait_spans(1).await;
-        let client_span = one_span(&spans, &SpanKind::Client);
-        check_span(
-            client_span,
-            &SpanKind::Client,
-            SAY_HELLO,
-            SAY_HELLO,
-            "UNKNOWN",
-            true,
-        );
-        check_point(
-            &tc,
-            CLIENT_DURATION,
-            client_span,
-            SAY_HELLO,
-            "UNKNOWN",
-            true,
-            &[],
-            &["server.address", "server.port"],
-        );
-        ts.settle_spans(1).await;
-        tc.settle_spans(1).await;
     }
 }
 
@@ -1494,15 +1115,7 @@ async fn http_status_without_grpc_status_is_mapped_on_the_client() {
         assert!(tonic_call(&tc, addr, scenario).await.is_err(), "{scenario}");
 
         let spans = tc.wait_spans(1).await;
-        let client_span = one_span(&spans, &SpanKind::Client);
-        assert_eq!(
-            attr(&client_span.attributes, "rpc.response.status_code"),
-            Some(s(code)),
-            "{scenario}: {client_span:#?}"
-        );
-        assert_eq!(attr(&client_span.attributes, "error.type"), Some(s(code)));
-        assert!(matches!(client_span.status, Status::Error { .. }));
-        assert_rpc_only(&client_span.attributes);
+        assert_client_failure(one_span(&spans, &SpanKind::Client), code);
 
         // The server's span is a valid RPC span with a code, whatever its handler did.
         let spans = ts.wait_spans(1).await;
@@ -1526,9 +1139,7 @@ async fn raw_h2_answers_pass_through_both_layers_unchanged() {
     ] {
         let (ts, tc) = (Telemetry::new(), Telemetry::new());
         let addr = fake_server(&ts).await;
-        let client = ServiceBuilder::new()
-            .layer(tc.client_layer().build())
-            .service(h2_client());
+        let client = traced(&tc, h2_client());
         let mut req = grpc_request(addr, "/helloworld.Greeter/SayHello", "application/grpc");
         req.headers_mut()
             .insert("x-fake", scenario.parse().unwrap());
@@ -1547,65 +1158,25 @@ async fn raw_h2_answers_pass_through_both_layers_unchanged() {
         assert_eq!(got.to_bytes(), want.to_bytes(), "{scenario}");
 
         let spans = tc.wait_spans(1).await;
-        let client_span = one_span(&spans, &SpanKind::Client);
-        check_span(
-            client_span,
-            &SpanKind::Client,
-            SAY_HELLO,
-            SAY_HELLO,
-            code,
-            code != "OK",
-        );
-        assert_eq!(
-            set_without(&client_span.attributes, &PEER),
-            expected_set(&{
-                let mut v = vec![
-                    ("rpc.system.name", s("grpc")),
-                    ("rpc.method", s(SAY_HELLO)),
-                    ("rpc.response.status_code", s(code)),
-                    ("server.address", s("127.0.0.1")),
-                    ("server.port", port(addr)),
-                ];
-                if code != "OK" {
-                    v.push(("error.type", s(code)));
-                }
-                v
-            }),
-            "{scenario}"
-        );
-        let server = [
-            ("server.address", s("127.0.0.1")),
-            ("server.port", port(addr)),
-        ];
-        check_point(
+        let client_span = one_call(
             &tc,
-            CLIENT_DURATION,
-            client_span,
+            &spans,
+            Side::ClientOf(addr),
             SAY_HELLO,
             code,
             code != "OK",
-            &server,
-            &[],
         );
+        assert_span_attrs(client_span, Some(addr), SAY_HELLO, code, code != "OK");
         assert_only_rpc_metrics(&tc, CLIENT_DURATION);
 
         let spans = ts.wait_spans(1).await;
-        let server = one_span(&spans, &SpanKind::Server);
-        check_span(
-            server,
-            &SpanKind::Server,
-            SAY_HELLO,
-            SAY_HELLO,
-            code,
-            server_error,
-        );
+        let server = one_call_span(&spans, Side::Server, SAY_HELLO, code, server_error);
         assert_eq!(
             attr(&server.attributes, "server.address"),
             Some(s("127.0.0.1"))
         );
         assert_eq!(attr(&server.attributes, "server.port"), Some(port(addr)));
-        ts.settle_spans(1).await;
-        tc.settle_spans(1).await;
+        settle_one_each(&ts, &tc).await;
     }
 }
 
@@ -1615,9 +1186,7 @@ async fn malformed_path_with_an_ok_answer_is_still_other() {
     // `_OTHER` whatever the answer.
     let (ts, tc) = (Telemetry::new(), Telemetry::new());
     let addr = fake_server(&ts).await;
-    let client = ServiceBuilder::new()
-        .layer(tc.client_layer().build())
-        .service(h2_client());
+    let client = traced(&tc, h2_client());
     let res = client
         .oneshot(grpc_request(addr, "/nope", "application/grpc"))
         .await
@@ -1626,17 +1195,14 @@ async fn malformed_path_with_an_ok_answer_is_still_other() {
     let body = res.into_body().collect().await.unwrap();
     assert_eq!(body.trailers().unwrap()["grpc-status"], "0");
 
-    for (t, kind) in [(&ts, SpanKind::Server), (&tc, SpanKind::Client)] {
+    for (t, side) in [(&ts, Side::Server), (&tc, Side::Client)] {
         let spans = t.wait_spans(1).await;
-        let span = one_span(&spans, &kind);
-        check_span(span, &kind, "grpc", "_OTHER", "OK", false);
+        let span = one_span(&spans, &side.kind());
+        check_span(span, &side.kind(), "grpc", "_OTHER", "OK", false);
         let original = attr(&span.attributes, "rpc.method_original")
             .unwrap_or_else(|| panic!("no rpc.method_original: {span:#?}"));
         assert_eq!(original.as_str().trim_start_matches('/'), "nope");
-        let points = t.f64_histogram(match kind {
-            SpanKind::Server => SERVER_DURATION,
-            _ => CLIENT_DURATION,
-        });
+        let points = t.f64_histogram(side.metric());
         assert_eq!(points.len(), 1);
         assert_eq!(
             attr(points[0].attributes(), "rpc.method"),
@@ -1650,7 +1216,12 @@ async fn malformed_path_with_an_ok_answer_is_still_other() {
 async fn grpc_content_type_variants_are_rpc_and_others_stay_http() {
     let ts = Telemetry::new();
     let addr = fake_server(&ts).await;
-    for content_type in ["application/grpc+proto", "application/grpc+json"] {
+    // Two gRPC content types, then the same path with a non-gRPC one: an HTTP request.
+    for content_type in [
+        "application/grpc+proto",
+        "application/grpc+json",
+        "application/json",
+    ] {
         let res = h2_client()
             .request(grpc_request(
                 addr,
@@ -1661,16 +1232,6 @@ async fn grpc_content_type_variants_are_rpc_and_others_stay_http() {
             .unwrap();
         res.into_body().collect().await.unwrap();
     }
-    // The same path with a non-gRPC content type is an HTTP request.
-    let res = h2_client()
-        .request(grpc_request(
-            addr,
-            "/helloworld.Greeter/SayHello",
-            "application/json",
-        ))
-        .await
-        .unwrap();
-    res.into_body().collect().await.unwrap();
 
     ts.wait_spans(3).await;
     let spans = ts.settle_spans(3).await;
@@ -1715,72 +1276,38 @@ mod target {
         GreeterClient::new(svc)
     }
 
-    #[tokio::test]
-    async fn target_gives_the_client_span_and_metric_server_address_and_port() {
+    /// `Svc` served with `ts`'s layer, and a generated client whose layer (`tc`'s) was
+    /// told the target `http://{addr}`.
+    async fn serve_and_connect_target() -> (Telemetry, Telemetry, SocketAddr, Client) {
         let (ts, tc) = (Telemetry::new(), Telemetry::new());
         let addr = serve_grpc(&ts).await;
-        let mut client = connect_target(&tc, addr, &format!("http://{addr}")).await;
+        let client = connect_target(&tc, addr, &format!("http://{addr}")).await;
+        (ts, tc, addr, client)
+    }
+
+    #[tokio::test]
+    async fn target_gives_the_client_span_and_metric_server_address_and_port() {
+        let (_ts, tc, addr, mut client) = serve_and_connect_target().await;
         client.say_hello(hello("ada")).await.unwrap();
 
         let spans = tc.wait_spans(1).await;
-        let span = one_span(&spans, &SpanKind::Client);
-        check_span(span, &SpanKind::Client, SAY_HELLO, SAY_HELLO, "OK", false);
-        assert_eq!(
-            set_without(&span.attributes, &PEER),
-            expected_set(&[
-                ("rpc.system.name", s("grpc")),
-                ("rpc.method", s(SAY_HELLO)),
-                ("rpc.response.status_code", s("OK")),
-                ("server.address", s("127.0.0.1")),
-                ("server.port", port(addr)),
-            ])
-        );
-        let server = [
-            ("server.address", s("127.0.0.1")),
-            ("server.port", port(addr)),
-        ];
-        check_point(
-            &tc,
-            CLIENT_DURATION,
-            span,
-            SAY_HELLO,
-            "OK",
-            false,
-            &server,
-            &[],
-        );
+        let span = one_call(&tc, &spans, Side::ClientOf(addr), SAY_HELLO, "OK", false);
+        assert_span_attrs(span, Some(addr), SAY_HELLO, "OK", false);
     }
 
     #[tokio::test]
     async fn target_is_on_failed_calls_too() {
-        let (ts, tc) = (Telemetry::new(), Telemetry::new());
-        let addr = serve_grpc(&ts).await;
-        let mut client = connect_target(&tc, addr, &format!("http://{addr}")).await;
+        let (_ts, tc, addr, mut client) = serve_and_connect_target().await;
         client.say_hello(hello("missing")).await.unwrap_err();
 
         let spans = tc.wait_spans(1).await;
-        let span = one_span(&spans, &SpanKind::Client);
-        check_span(
-            span,
-            &SpanKind::Client,
-            SAY_HELLO,
-            SAY_HELLO,
-            "NOT_FOUND",
-            true,
-        );
-        let server = [
-            ("server.address", s("127.0.0.1")),
-            ("server.port", port(addr)),
-        ];
-        check_point(
+        one_call(
             &tc,
-            CLIENT_DURATION,
-            span,
+            &spans,
+            Side::ClientOf(addr),
             SAY_HELLO,
             "NOT_FOUND",
             true,
-            &server,
-            &[],
         );
     }
 
@@ -1851,35 +1378,16 @@ mod target {
 
     #[tokio::test]
     async fn deadline_exceeded_with_a_target() {
-        let (ts, tc) = (Telemetry::new(), Telemetry::new());
-        let addr = serve_grpc(&ts).await;
-        let mut client = connect_target(&tc, addr, &format!("http://{addr}")).await;
-        let mut req = tonic::Request::new(hello("slow"));
-        req.set_timeout(Duration::from_millis(200));
-        client.say_hello(req).await.unwrap_err();
+        let (_ts, tc, addr, mut client) = serve_and_connect_target().await;
+        call_slow_with_deadline(&mut client).await;
         let spans = tc.wait_spans(1).await;
-        let span = one_span(&spans, &SpanKind::Client);
-        check_span(
-            span,
-            &SpanKind::Client,
-            SAY_HELLO,
-            SAY_HELLO,
-            "DEADLINE_EXCEEDED",
-            true,
-        );
-        let server = [
-            ("server.address", s("127.0.0.1")),
-            ("server.port", port(addr)),
-        ];
-        check_point(
+        one_call(
             &tc,
-            CLIENT_DURATION,
-            span,
+            &spans,
+            Side::ClientOf(addr),
             SAY_HELLO,
             "DEADLINE_EXCEEDED",
             true,
-            &server,
-            &[],
         );
     }
 }

@@ -23,18 +23,20 @@
 //! OTEL_INTEROP_PYTHON=$PWD/target/ci-venv/bin/python cargo test --all-features --test interop
 //! ```
 
+#[path = "interop/common.rs"]
+#[macro_use]
+mod common;
 mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::routing::get as route_get;
 use axum::Router;
 use bytes::Bytes;
+use common::*;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 use opentelemetry::baggage::{BaggageExt as _, KeyValueMetadata};
@@ -44,69 +46,15 @@ use opentelemetry::{Context, Value};
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use opentelemetry_sdk::trace::SpanData;
 use support::*;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::process::{Child, Command};
 use tower::{Layer as _, ServiceExt as _};
 use tower_otel_http::propagation::TraceContextPropagator;
 
-const SKIPPED: &str = "skipped: set OTEL_INTEROP_PYTHON to a python with \
-                       tests/interop/requirements.txt installed (.ci/run does)";
-
-/// How long a Python process may take to start, answer or exit.
-const PYTHON_TIMEOUT: Duration = Duration::from_secs(20);
-
 // ------------------------------------------------------------------------------------
-// Python processes
+// Python processes (the plumbing is in tests/interop/common.rs)
 
-/// The Python interpreter to run the scripts with, or `None` (after saying why on
-/// stderr) when `OTEL_INTEROP_PYTHON` is unset.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("OTEL_INTEROP_PYTHON") {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ => {
-            eprintln!("{SKIPPED}");
-            None
-        }
-    }
-}
-
-/// The interpreter, or return from the test (skipped).
-macro_rules! python_or_skip {
-    () => {
-        match python() {
-            Some(python) => python,
-            None => return,
-        }
-    };
-}
-
-/// `python tests/interop/{script}`, killed when dropped, with a clean OpenTelemetry
-/// environment: no inherited `OTEL_*` variable (so the Python side uses its defaults:
-/// the tracecontext and baggage propagators, a parent-based sampler), the stable HTTP
-/// conventions, no proxy for loopback and no bytecode written into the source tree.
-fn python_command(python: &PathBuf, script: &str) -> Command {
-    let mut cmd = Command::new(python);
-    cmd.arg(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/interop")
-            .join(script),
-    );
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OTEL_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
+/// The environment of the scripts beside [`python_command`]'s: the stable HTTP
+/// conventions.
+const HTTP_ENV: [(&str, &str); 1] = [("OTEL_SEMCONV_STABILITY_OPT_IN", "http")];
 
 /// What tests/interop/client.py wrote.
 struct ClientOutput {
@@ -120,20 +68,9 @@ struct ClientOutput {
 /// Runs tests/interop/client.py with `args` to completion (bounded by
 /// [`PYTHON_TIMEOUT`]; the process is killed if it takes longer).
 async fn run_python_client(python: &PathBuf, args: &[&str]) -> ClientOutput {
-    let mut cmd = python_command(python, "client.py");
-    cmd.args(args).stdin(Stdio::null());
-    let child = cmd.spawn().expect("spawn the Python client");
-    let out: Output = tokio::time::timeout(PYTHON_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the Python client did not finish in time")
-        .expect("wait for the Python client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the Python client failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let mut cmd = python_command(python, "client.py", &HTTP_ENV);
+    cmd.args(args);
+    let (stdout, _) = run_to_completion(cmd, "Python client").await;
     let lines: Vec<Json> = stdout.lines().map(Json::parse).collect();
     let of_type = |t: &str| -> Vec<&Json> {
         lines
@@ -152,60 +89,11 @@ async fn run_python_client(python: &PathBuf, args: &[&str]) -> ClientOutput {
     }
 }
 
-/// tests/interop/server.py, running until dropped (killed; it also exits when its stdin,
-/// held here, closes).
-struct PythonServer {
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
-    _child: Child,
-}
-
+/// tests/interop/server.py, running until dropped.
 impl PythonServer {
     async fn start(python: &PathBuf) -> Self {
-        let mut child = python_command(python, "server.py")
-            .spawn()
-            .expect("spawn the Python server");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let collected = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr_pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(PYTHON_TIMEOUT, stdout.next_line()).await;
-        let port: u16 = match first {
-            Ok(Ok(Some(line))) => line.trim().parse().expect("a port on the first line"),
-            other => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                panic!(
-                    "the Python server did not print its port: {other:?}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            lines,
-            stderr,
-            _child: child,
-        }
+        let cmd = python_command(python, "server.py", &HTTP_ENV);
+        Self::spawn(cmd, "Python server").await
     }
 
     fn url(&self, path: &str) -> String {
@@ -213,9 +101,7 @@ impl PythonServer {
     }
 
     fn spans(&self) -> Vec<PySpan> {
-        self.lines
-            .lock()
-            .unwrap()
+        self.lines()
             .iter()
             .map(|line| Json::parse(line))
             .filter(|j| j.get("type").as_str() == Some("span"))
@@ -226,22 +112,7 @@ impl PythonServer {
     /// Waits (up to 5 s) for `n` exported spans, then a little longer, and asserts that
     /// there are exactly `n`.
     async fn exactly_spans(&self, n: usize) -> Vec<PySpan> {
-        for _ in 0..500 {
-            if self.spans().len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let spans = self.spans();
-        assert_eq!(
-            spans.len(),
-            n,
-            "the Python server exported {} spans, expected {n}: {spans:#?}\nstderr:\n{}",
-            spans.len(),
-            self.stderr.lock().unwrap()
-        );
-        spans
+        self.exactly(n, Self::spans).await
     }
 }
 
@@ -314,14 +185,6 @@ impl PySpan {
     }
 }
 
-fn hex_trace_id(span: &SpanData) -> String {
-    span.span_context.trace_id().to_string()
-}
-
-fn hex_span_id(span: &SpanData) -> String {
-    span.span_context.span_id().to_string()
-}
-
 /// Asserts that our `span` is the child of the Python span `parent`, across the wire.
 fn assert_rust_child_of(span: &SpanData, parent: &PySpan) {
     assert_eq!(hex_trace_id(span), parent.trace_id, "{span:#?}");
@@ -338,16 +201,6 @@ fn assert_rust_child_of(span: &SpanData, parent: &PySpan) {
         parent.trace_flags,
         "{span:#?}"
     );
-}
-
-/// The `traceparent` that names `span` as the parent, with its flags.
-fn traceparent_with_flags(span: &SpanData) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        span.span_context.trace_id(),
-        span.span_context.span_id(),
-        span.span_context.trace_flags().to_u8()
-    )
 }
 
 fn port_value(addr: SocketAddr) -> Value {

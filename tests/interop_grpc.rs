@@ -26,6 +26,9 @@
 //! OTEL_INTEROP_PYTHON=$PWD/target/ci-venv/bin/python cargo test --all-features --test interop_grpc
 //! ```
 
+#[path = "interop/common.rs"]
+#[macro_use]
+mod common;
 #[path = "grpc/greeter.rs"]
 mod greeter;
 mod support;
@@ -33,17 +36,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use common::*;
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, Value};
 use opentelemetry_sdk::trace::SpanData;
 use serde_json::{json, Value as Json};
 use support::*;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::process::{Child, Command};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Endpoint;
 use tower::ServiceBuilder;
@@ -51,12 +51,6 @@ use tower::ServiceBuilder;
 use greeter::greeter_client::GreeterClient;
 use greeter::greeter_server::{Greeter, GreeterServer};
 use greeter::{HelloReply, HelloRequest};
-
-const SKIPPED: &str = "skipped: set OTEL_INTEROP_PYTHON to a python with \
-                       tests/interop/requirements.txt installed (.ci/run does)";
-
-/// How long a Python process may take to start, answer or exit.
-const PYTHON_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Our `rpc.method` and span name for the call.
 const SAY_HELLO: &str = "helloworld.Greeter/SayHello";
@@ -66,58 +60,11 @@ const SAY_HELLO: &str = "helloworld.Greeter/SayHello";
 const PEER: [&str; 2] = ["network.peer.address", "network.peer.port"];
 
 // ------------------------------------------------------------------------------------
-// Python processes
+// Python processes (the plumbing is in tests/interop/common.rs)
 
-/// The Python interpreter to run the scripts with, or `None` (after saying why on
-/// stderr) when `OTEL_INTEROP_PYTHON` is unset.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("OTEL_INTEROP_PYTHON") {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ => {
-            eprintln!("{SKIPPED}");
-            None
-        }
-    }
-}
-
-/// The interpreter, or return from the test (skipped).
-macro_rules! python_or_skip {
-    () => {
-        match python() {
-            Some(python) => python,
-            None => return,
-        }
-    };
-}
-
-/// `python tests/interop/{script}`, killed when dropped, with a clean OpenTelemetry
-/// environment (no inherited `OTEL_*` variable: the Python defaults, i.e. the
-/// tracecontext and baggage propagators and a parent-based sampler), no proxy for
-/// loopback (grpcio reads `no_proxy` and `no_grpc_proxy`) and no bytecode written into
-/// the source tree.
-fn python_command(python: &PathBuf, script: &str) -> Command {
-    let mut cmd = Command::new(python);
-    cmd.arg(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/interop")
-            .join(script),
-    );
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OTEL_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env("no_grpc_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
+/// The environment of the scripts beside [`python_command`]'s: grpcio reads
+/// `no_grpc_proxy` too.
+const GRPC_ENV: [(&str, &str); 1] = [("no_grpc_proxy", "127.0.0.1,localhost")];
 
 /// What tests/interop/grpc_client.py wrote.
 struct ClientOutput {
@@ -129,20 +76,9 @@ struct ClientOutput {
 /// Runs tests/interop/grpc_client.py against `addr` with HelloRequest{name}, to
 /// completion (bounded by [`PYTHON_TIMEOUT`]; the process is killed if it takes longer).
 async fn run_python_client(python: &PathBuf, addr: SocketAddr, name: &str) -> ClientOutput {
-    let mut cmd = python_command(python, "grpc_client.py");
-    cmd.arg(addr.to_string()).arg(name).stdin(Stdio::null());
-    let child = cmd.spawn().expect("spawn the Python gRPC client");
-    let out: Output = tokio::time::timeout(PYTHON_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the Python gRPC client did not finish in time")
-        .expect("wait for the Python gRPC client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the Python gRPC client failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let mut cmd = python_command(python, "grpc_client.py", &GRPC_ENV);
+    cmd.arg(addr.to_string()).arg(name);
+    let (stdout, stderr) = run_to_completion(cmd, "Python gRPC client").await;
     let lines: Vec<Json> = stdout.lines().map(parse_line).collect();
     let of_type = |t: &str| -> Vec<&Json> { lines.iter().filter(|l| l["type"] == t).collect() };
     let spans = of_type("span").into_iter().map(PySpan::from_json).collect();
@@ -158,69 +94,18 @@ fn parse_line(line: &str) -> Json {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
 }
 
-/// tests/interop/grpc_server.py, running until dropped (killed; it also exits when its
-/// stdin, held here, closes).
-struct PythonServer {
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<Json>>>,
-    stderr: Arc<Mutex<String>>,
-    _child: Child,
-}
-
+/// tests/interop/grpc_server.py, running until dropped.
 impl PythonServer {
     async fn start(python: &PathBuf) -> Self {
-        let mut child = python_command(python, "grpc_server.py")
-            .spawn()
-            .expect("spawn the Python gRPC server");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let collected = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr_pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(PYTHON_TIMEOUT, stdout.next_line()).await;
-        let port: u16 = match first {
-            Ok(Ok(Some(line))) => line.trim().parse().expect("a port on the first line"),
-            other => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                panic!(
-                    "the Python gRPC server did not print its port: {other:?}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                collected.lock().unwrap().push(parse_line(&line));
-            }
-        });
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            lines,
-            stderr,
-            _child: child,
-        }
+        let cmd = python_command(python, "grpc_server.py", &GRPC_ENV);
+        Self::spawn(cmd, "Python gRPC server").await
     }
 
     fn of_type(&self, t: &str) -> Vec<Json> {
-        self.lines
-            .lock()
-            .unwrap()
+        self.lines()
             .iter()
+            .map(|line| parse_line(line))
             .filter(|l| l["type"] == t)
-            .cloned()
             .collect()
     }
 
@@ -232,22 +117,14 @@ impl PythonServer {
     /// Waits (up to 5 s) for `n` exported spans, then a little longer, and asserts that
     /// there are exactly `n`.
     async fn exactly_spans(&self, n: usize) -> Vec<PySpan> {
-        for _ in 0..500 {
-            if self.of_type("span").len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let spans: Vec<PySpan> = self.of_type("span").iter().map(PySpan::from_json).collect();
-        assert_eq!(
-            spans.len(),
-            n,
-            "the Python gRPC server exported {} spans, expected {n}: {spans:#?}\nstderr:\n{}",
-            spans.len(),
-            self.stderr.lock().unwrap()
-        );
-        spans
+        self.exactly(n, |server| {
+            server
+                .of_type("span")
+                .iter()
+                .map(PySpan::from_json)
+                .collect()
+        })
+        .await
     }
 }
 
@@ -313,14 +190,6 @@ impl PySpan {
     }
 }
 
-fn hex_trace_id(span: &SpanData) -> String {
-    span.span_context.trace_id().to_string()
-}
-
-fn hex_span_id(span: &SpanData) -> String {
-    span.span_context.span_id().to_string()
-}
-
 /// Asserts that our `span` is the child of the Python span `parent`, across the wire.
 fn assert_rust_child_of(span: &SpanData, parent: &PySpan) {
     assert_eq!(hex_trace_id(span), parent.trace_id, "{span:#?}");
@@ -335,16 +204,6 @@ fn assert_rust_child_of(span: &SpanData, parent: &PySpan) {
         parent.trace_flags,
         "{span:#?}"
     );
-}
-
-/// The `traceparent` that names `span` as the parent, with its flags.
-fn traceparent_with_flags(span: &SpanData) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        span.span_context.trace_id(),
-        span.span_context.span_id(),
-        span.span_context.trace_flags().to_u8()
-    )
 }
 
 // ------------------------------------------------------------------------------------
@@ -545,6 +404,52 @@ fn hello(name: &str) -> HelloRequest {
     HelloRequest { name: name.into() }
 }
 
+/// After a call from the Python client to our server that ended with gRPC code `code`
+/// (`name`, ours): the Python client's only span, a root; our only span, a SERVER span,
+/// its child, without failing (not the server's fault for `NOT_FOUND`); both name the
+/// same call. Our span and the Python one.
+async fn check_python_client_call(
+    ts: &Telemetry,
+    addr: SocketAddr,
+    out: ClientOutput,
+    code: u8,
+    name: &str,
+) -> (SpanData, PySpan) {
+    assert_eq!(out.spans.len(), 1, "{:#?}", out.spans);
+    let py_client = out.spans.into_iter().next().unwrap();
+    assert_python_client_span(&py_client, code);
+
+    ts.wait_spans(1).await;
+    let server = ts.settle_spans(1).await.remove(0);
+    assert_rust_child_of(&server, &py_client);
+    assert_our_span(&server, &SpanKind::Server, addr, name, false);
+    assert_same_call(&server, &py_client);
+    (server, py_client)
+}
+
+/// After a call from our client to the Python server that ended with gRPC code `code`
+/// (`name`, ours; a failure when `error`): our only span, a root CLIENT span; the Python
+/// server's only span, its child, not failed; both name the same call. Our span and the
+/// Python one.
+async fn check_our_client_call(
+    tc: &Telemetry,
+    server: &PythonServer,
+    code: u8,
+    name: &str,
+    error: bool,
+) -> (SpanData, PySpan) {
+    tc.wait_spans(1).await;
+    let ours = tc.settle_spans(1).await.remove(0);
+    assert_eq!(ours.parent_span_id, SpanId::INVALID);
+    assert_our_span(&ours, &SpanKind::Client, server.addr, name, error);
+
+    let py = server.exactly_spans(1).await.remove(0);
+    py.assert_child_of(&ours);
+    assert_python_server_span(&py, code);
+    assert_same_call(&ours, &py);
+    (ours, py)
+}
+
 // ------------------------------------------------------------------------------------
 // Python client → our server
 
@@ -563,21 +468,11 @@ async fn python_grpc_client_is_the_parent_of_our_tonic_server_span() {
         json!({"type": "response", "code": "OK", "message": "hello ada", "details": null})
     );
 
-    // Python: one root CLIENT span.
-    assert_eq!(out.spans.len(), 1, "{:#?}", out.spans);
-    let py_client = &out.spans[0];
-    assert_python_client_span(py_client, 0);
-
-    // Ours: one SERVER span, its child.
-    ts.wait_spans(1).await;
-    let spans = ts.settle_spans(1).await;
-    let server = &spans[0];
-    assert_rust_child_of(server, py_client);
-    assert_our_span(server, &SpanKind::Server, addr, "OK", false);
-    assert_same_call(server, py_client);
+    // Python: one root CLIENT span. Ours: one SERVER span, its child.
+    let (server, _) = check_python_client_call(&ts, addr, out, 0, "OK").await;
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    assert_eq!(seen, vec![server.span_context.clone()]);
+    assert_eq!(seen, vec![server.span_context]);
 }
 
 /// The Python client asks our server for `missing`: NOT_FOUND. Our SERVER span records
@@ -596,16 +491,7 @@ async fn python_grpc_client_gets_not_found_from_our_tonic_server() {
                "details": "no such person"})
     );
 
-    assert_eq!(out.spans.len(), 1, "{:#?}", out.spans);
-    let py_client = &out.spans[0];
-    assert_python_client_span(py_client, 5);
-
-    ts.wait_spans(1).await;
-    let spans = ts.settle_spans(1).await;
-    let server = &spans[0];
-    assert_rust_child_of(server, py_client);
-    assert_our_span(server, &SpanKind::Server, addr, "NOT_FOUND", false);
-    assert_same_call(server, py_client);
+    check_python_client_call(&ts, addr, out, 5, "NOT_FOUND").await;
 }
 
 // ------------------------------------------------------------------------------------
@@ -624,27 +510,17 @@ async fn our_tonic_client_is_the_parent_of_a_python_grpc_server_span() {
     let reply = client.say_hello(hello("ada")).await.expect("SayHello");
     assert_eq!(reply.into_inner().message, "hello ada");
 
-    // Ours: one root CLIENT span.
-    tc.wait_spans(1).await;
-    let spans = tc.settle_spans(1).await;
-    let ours = &spans[0];
-    assert_eq!(ours.parent_span_id, SpanId::INVALID);
-    assert_our_span(ours, &SpanKind::Client, server.addr, "OK", false);
-
-    // Python: one SERVER span, its child; the handler saw our traceparent and ran in
-    // that span.
-    let py = server.exactly_spans(1).await;
-    py[0].assert_child_of(ours);
-    assert_python_server_span(&py[0], 0);
-    assert_same_call(ours, &py[0]);
+    // Ours: one root CLIENT span. Python: one SERVER span, its child; the handler saw our
+    // traceparent and ran in that span.
+    let (ours, py) = check_our_client_call(&tc, &server, 0, "OK", false).await;
     assert_eq!(
         server.calls(),
         vec![json!({
             "type": "call",
             "name": "ada",
-            "traceparent": traceparent_with_flags(ours),
-            "trace_id": hex_trace_id(ours),
-            "span_id": py[0].span_id,
+            "traceparent": traceparent_with_flags(&ours),
+            "trace_id": hex_trace_id(&ours),
+            "span_id": py.span_id,
         })]
     );
 }
@@ -666,22 +542,16 @@ async fn python_grpc_server_not_found_fails_our_tonic_client_span() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(err.message(), "no such person");
 
-    tc.wait_spans(1).await;
-    let spans = tc.settle_spans(1).await;
-    let ours = &spans[0];
-    assert_eq!(ours.parent_span_id, SpanId::INVALID);
-    assert_our_span(ours, &SpanKind::Client, server.addr, "NOT_FOUND", true);
+    let (ours, _) = check_our_client_call(&tc, &server, 5, "NOT_FOUND", true).await;
     assert_eq!(
         ours.status,
         Status::error("no such person"),
         "the grpc-message is the description"
     );
-
-    let py = server.exactly_spans(1).await;
-    py[0].assert_child_of(ours);
-    assert_python_server_span(&py[0], 5);
-    assert_same_call(ours, &py[0]);
     let calls = server.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(calls[0]["traceparent"], json!(traceparent_with_flags(ours)));
+    assert_eq!(
+        calls[0]["traceparent"],
+        json!(traceparent_with_flags(&ours))
+    );
 }
