@@ -1537,3 +1537,84 @@ async fn custom_span_name() {
     );
     assert_eq!(span_with_path(&spans, "/foo").name, "HTTP (custom)");
 }
+
+// ------------------------------------------------------------------------------------
+// Trace id in the response (`server_timing`)
+
+/// A handler that already reports a `Server-Timing` entry of its own.
+async fn timed(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+    res.headers_mut()
+        .insert("server-timing", "db;dur=53".parse().unwrap());
+    Ok(res)
+}
+
+#[tokio::test]
+async fn server_timing_hands_the_server_spans_traceparent_back() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(t.server().server_timing(true).build())
+        .service(tower::service_fn(timed));
+    let addr = serve(svc).await;
+    let mut req = request("GET", "/");
+    req.headers_mut().insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            .parse()
+            .unwrap(),
+    );
+    let (parts, _, _) = send_from(addr, req).await;
+    let entries: Vec<&str> = parts
+        .headers
+        .get_all("server-timing")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    // The handler's own entry is kept; ours is added.
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0], "db;dur=53");
+    let desc = entries[1]
+        .strip_prefix("traceparent;desc=\"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{}", entries[1]));
+
+    let spans = t.wait_spans(1).await;
+    let sc = &spans[0].span_context;
+    // It parses as a W3C traceparent and names the exported server span.
+    let fields: Vec<&str> = desc.split('-').collect();
+    assert_eq!(fields.len(), 4, "{desc}");
+    assert_eq!(fields[0], "00");
+    assert_eq!(fields[1], sc.trace_id().to_string());
+    assert_eq!(fields[2], sc.span_id().to_string());
+    assert_eq!(fields[3], "01");
+    // The caller's trace, continued.
+    assert_eq!(fields[1], "0af7651916cd43dd8448eb211c80319c");
+    assert_ne!(fields[2], "b7ad6b7169203331");
+}
+
+#[tokio::test]
+async fn server_timing_is_off_by_default() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(t.server().build())
+        .service(tower::service_fn(timed));
+    let addr = serve(svc).await;
+    let (parts, _, _) = send_from(addr, request("GET", "/")).await;
+    let entries: Vec<&str> = parts
+        .headers
+        .get_all("server-timing")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(entries, ["db;dur=53"]);
+    t.wait_spans(1).await;
+}
+
+#[test]
+#[should_panic(expected = "the `server_timing` option is on, but the layer makes no spans")]
+fn server_timing_needs_spans() {
+    let _ = OtelLayer::builder()
+        .traces(false)
+        .server_timing(true)
+        .build();
+}

@@ -11,6 +11,9 @@ use super::record::{Early, ServerRecord};
 use crate::guard::{EndEarly, RequestGuard};
 use crate::ResponseBody;
 
+/// `Server-Timing`, which `http` has no constant for.
+const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
+
 pin_project! {
     /// The response future of [`Otel`](super::Otel).
     ///
@@ -65,7 +68,7 @@ where
             Ok(res) => {
                 // A span-name callback and the body's hints are user code: the record
                 // stays in the guard until the body owns it.
-                let (expected, bodiless, ended) = guard
+                let (expected, bodiless, ended, timing) = guard
                     .user_code(|record| {
                         let record = record.as_mut()?;
                         record.on_response(&res);
@@ -73,10 +76,15 @@ where
                             record.expected_body_len(&res),
                             record.bodiless(),
                             res.body().is_end_stream(),
+                            record.server_timing(),
                         ))
                     })
-                    .unwrap_or((None, false, false));
-                let (parts, body) = res.into_parts();
+                    .unwrap_or((None, false, false, None));
+                let (mut parts, body) = res.into_parts();
+                if let Some(timing) = timing {
+                    // Appended: the response's own `Server-Timing` entries stay.
+                    parts.headers.append(SERVER_TIMING, timing);
+                }
                 let body = match guard.take() {
                     Some(record) => ResponseBody::new(body, record, expected, bodiless, ended),
                     None => ResponseBody::passthrough(body),

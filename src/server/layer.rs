@@ -132,6 +132,7 @@ pub struct OtelLayerBuilder {
     trust_forwarded: bool,
     scheme: Option<String>,
     server_address_on_metrics: bool,
+    server_timing: bool,
 }
 
 impl OtelLayerBuilder {
@@ -245,6 +246,20 @@ impl OtelLayerBuilder {
         self
     }
 
+    /// Hands the server span's context back to the caller (off by default): each
+    /// response gets a `Server-Timing` entry named `traceparent`, whose description is
+    /// the server span's W3C `traceparent` (`traceparent;desc="00-{trace-id}-{span-id}-{flags}"`),
+    /// the direction the W3C trace-context group took for responses. The response's own
+    /// `Server-Timing` entries are kept. See [Trace id in the
+    /// response](crate::server#trace-id-in-the-response) for the privacy trade-off and
+    /// what a browser needs to read it.
+    ///
+    /// `build()` panics if it is on and [`traces`](Self::traces) is off.
+    pub fn server_timing(mut self, enable: bool) -> Self {
+        self.server_timing = enable;
+        self
+    }
+
     /// Puts a [`Labeler`](crate::Labeler) into each request's extensions (off by
     /// default: it costs an allocation per request), for handlers to label the request's
     /// metric points and span (axum: `Extension<Labeler>`). A `Labeler` in the
@@ -306,6 +321,12 @@ impl OtelLayerBuilder {
                 "is on, but the layer records no metrics",
             ));
         }
+        if self.sources.traces_disabled() && self.server_timing {
+            return Err(Misconfigured::new(
+                "server_timing",
+                "is on, but the layer makes no spans",
+            ));
+        }
         if self.sources.traces_disabled() && self.span_name.is_some() {
             return Err(Misconfigured::new(
                 "span_name",
@@ -333,6 +354,7 @@ impl OtelLayerBuilder {
             trust_forwarded: self.trust_forwarded,
             scheme,
             server_address_on_metrics: self.server_address_on_metrics,
+            server_timing: self.server_timing,
         })
     }
 }
@@ -364,6 +386,7 @@ pub(crate) struct Config {
     pub(crate) trust_forwarded: bool,
     pub(crate) scheme: Option<StringValue>,
     pub(crate) server_address_on_metrics: bool,
+    pub(crate) server_timing: bool,
 }
 
 impl fmt::Debug for Config {
@@ -377,6 +400,7 @@ impl fmt::Debug for Config {
             .field("trust_forwarded", &self.trust_forwarded)
             .field("scheme", &self.scheme)
             .field("server_address_on_metrics", &self.server_address_on_metrics)
+            .field("server_timing", &self.server_timing)
             .finish()
     }
 }

@@ -150,6 +150,31 @@
 //! feature, axum's `OriginalUri` (inside `Router::nest`, a layer of the nested router
 //! sees the URI with the prefix stripped).
 //!
+//! # Trace id in the response
+//!
+//! With [`server_timing(true)`](OtelLayerBuilder::server_timing), each response carries
+//! the server span's context back to the caller, in the form the W3C trace-context group
+//! settled on for responses: a `Server-Timing` entry named `traceparent`,
+//!
+//! ```text
+//! Server-Timing: traceparent;desc="00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+//! ```
+//!
+//! appended to the response's own `Server-Timing` entries. A curl user reads it from the
+//! headers; a page reads it with the Resource Timing API
+//! (`performance.getEntriesByType("navigation")[0].serverTiming`), which exposes
+//! `Server-Timing` to a cross-origin page only when the response also carries
+//! `Timing-Allow-Origin` (set it for the origins that may see it; a plain custom header
+//! would need `Access-Control-Expose-Headers` instead).
+//!
+//! Privacy: it tells every caller the trace id and span id of its request. That is the
+//! point for your own front end and support staff, but on a public endpoint it also
+//! hands strangers ids they can quote back (harmless on their own, useless without access
+//! to your backend) and confirms which requests were sampled (the flags). Leave it off
+//! where that matters, or combine it with
+//! [`public_endpoint`](OtelLayerBuilder::public_endpoint), which makes the span a new root
+//! so the caller learns nothing of your upstream traces.
+//!
 //! # When the span ends and the metrics are recorded
 //!
 //! Exactly once, at the first of: the response body's last frame (or trailers, or an

@@ -321,6 +321,27 @@ impl ServerRecord {
     }
 
     /// The response arrived: its status, a route learned late, captured headers.
+    /// With `server_timing(true)`, the `Server-Timing` entry that hands the server span's
+    /// context back to the caller: `traceparent;desc="00-{trace-id}-{span-id}-{flags}"`.
+    pub(crate) fn server_timing(&self) -> Option<http::HeaderValue> {
+        if !self.shared.config.server_timing {
+            return None;
+        }
+        let cx = self.span_cx()?;
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return None;
+        }
+        let value = format!(
+            "traceparent;desc=\"00-{}-{}-{:02x}\"",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        );
+        http::HeaderValue::from_str(&value).ok()
+    }
+
     /// The labeler to put into the request's extensions, with `labels(true)`.
     pub(crate) fn labeler(&self) -> Option<&Labeler> {
         self.enriched.as_ref().and_then(|e| e.labeler())
