@@ -1618,3 +1618,84 @@ fn server_timing_needs_spans() {
         .server_timing(true)
         .build();
 }
+
+// ------------------------------------------------------------------------------------
+// Upgrades: `101 Switching Protocols`
+
+/// Answers an `upgrade: echo` request with 101, then echoes what the client sends on the
+/// upgraded connection.
+async fn upgrade_echo(
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut buf = [0u8; 64];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    res.headers_mut()
+        .insert("connection", "upgrade".parse().unwrap());
+    res.headers_mut().insert("upgrade", "echo".parse().unwrap());
+    Ok(res)
+}
+
+#[tokio::test]
+async fn an_upgrade_ends_its_span_at_the_101_not_when_the_connection_closes() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(t.server().build())
+        .service(tower::service_fn(upgrade_echo));
+    let svc = hyper_util::service::TowerToHyperService::new(svc);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+    });
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    // The upgraded connection is still open, and the span has already ended.
+    let spans = t.wait_spans(1).await;
+    let span = &spans[0];
+    assert_eq!(
+        attr(&span.attributes, "http.response.status_code"),
+        Some(Value::I64(101))
+    );
+    assert_eq!(span.status, Status::Unset);
+    assert_eq!(attr(&span.attributes, "error.type"), None);
+    let points = t.f64_histogram("http.server.request.duration");
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].count(), 1);
+
+    // The layer did not get in the upgrade's way: the echo works.
+    stream.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    assert_eq!(t.finished_spans().len(), 1);
+}
