@@ -61,6 +61,7 @@ pub(crate) struct Options {
     /// `None`: the side's default.
     pub(crate) body_size_metrics: Option<bool>,
     pub(crate) enrichment: Enrichment,
+    pub(crate) response_head_event: bool,
 }
 
 /// The shared options, checked and completed from the environment.
@@ -73,6 +74,7 @@ pub(crate) struct Common {
     pub(crate) active_requests: bool,
     pub(crate) body_size_metrics: bool,
     pub(crate) enrichment: Enrichment,
+    pub(crate) response_head_event: bool,
 }
 
 impl Options {
@@ -184,6 +186,7 @@ impl Options {
             active_requests: self.active_requests,
             body_size_metrics: metrics && self.body_size_metrics.unwrap_or(body_sizes_by_default),
             enrichment: self.enrichment,
+            response_head_event: self.response_head_event,
         })
     }
 }

@@ -212,6 +212,14 @@ macro_rules! define_common_builder_methods {
             self
         }
 
+        /// Adds an `http.response.head` event to the span when the response head is
+        /// produced (server) or arrives (client): the time to first byte, for responses
+        /// that stream long after their head. Off by default.
+        pub fn response_head_event(mut self, enable: bool) -> Self {
+            self.options.response_head_event = enable;
+            self
+        }
+
         /// Records the `active_requests` up-down counter (off by default).
         ///
         /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.

@@ -401,6 +401,22 @@ impl<C: fmt::Debug> fmt::Debug for Shared<C> {
     }
 }
 
+/// The name of the event that marks the response head on a span.
+pub(crate) const RESPONSE_HEAD_EVENT: &str = "http.response.head";
+
+/// Marks the response head on the span, at `span_start + elapsed` (the clock the span's
+/// end uses).
+pub(crate) fn response_head_event(
+    cx: Option<&Context>,
+    span_start: Option<std::time::SystemTime>,
+    elapsed: std::time::Duration,
+) {
+    if let (Some(cx), Some(span_start)) = (cx, span_start) {
+        cx.span()
+            .add_event_with_timestamp(RESPONSE_HEAD_EVENT, span_start + elapsed, Vec::new());
+    }
+}
+
 /// Ends a request's span, if it has one: on a failure sets `error.type` and an `Error`
 /// status (with `description`; none for an error status code, which explains itself),
 /// then ends it at `span_start + elapsed`, the instant the duration metric is taken, so

@@ -884,3 +884,35 @@ fn peer_attrs(addr: std::net::SocketAddr) -> Vec<(&'static str, Value)> {
         Vec::new()
     }
 }
+
+#[tokio::test]
+async fn the_response_head_event_marks_when_the_head_arrived() {
+    let t = Telemetry::new();
+    let client = t
+        .client_layer()
+        .response_head_event(true)
+        .build()
+        .layer(support::client());
+    let addr = echo_server().await;
+    let res = client.oneshot(get(addr, "/bytes/100000")).await.unwrap();
+    // The caller takes its time before reading the body: the span covers it, the head
+    // event does not.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    res.into_body().collect().await.unwrap();
+
+    let spans = t.wait_spans(1).await;
+    let span = &spans[0];
+    let heads: Vec<_> = span
+        .events
+        .iter()
+        .filter(|e| e.name == "http.response.head")
+        .collect();
+    assert_eq!(heads.len(), 1, "{:?}", span.events);
+    let head = heads[0]
+        .timestamp
+        .duration_since(span.start_time)
+        .unwrap()
+        .as_secs_f64();
+    assert!(head < 0.1, "head after {head} s");
+    assert!(span_secs(span) >= 0.15);
+}

@@ -1699,3 +1699,153 @@ async fn an_upgrade_ends_its_span_at_the_101_not_when_the_connection_closes() {
     assert_eq!(&echo, b"ping");
     assert_eq!(t.finished_spans().len(), 1);
 }
+
+// ------------------------------------------------------------------------------------
+// Long streams: the response head event and the end-at-head policy
+
+/// A stream whose head comes at once and whose body takes 200 ms; `text/event-stream`
+/// for `/events`.
+async fn slow_stream(req: Request<hyper::body::Incoming>) -> Result<Response<Boxed>, Infallible> {
+    let mut res = Response::new(delayed_stream(vec![
+        (Duration::ZERO, Ok("data: one\n\n")),
+        (Duration::from_millis(100), Ok("data: two\n\n")),
+        (Duration::from_millis(100), Ok("data: three\n\n")),
+    ]));
+    if req.uri().path() == "/events" {
+        res.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+    }
+    Ok(res)
+}
+
+fn secs_between(from: std::time::SystemTime, to: std::time::SystemTime) -> f64 {
+    to.duration_since(from).unwrap_or_default().as_secs_f64()
+}
+
+#[tokio::test]
+async fn the_response_head_event_marks_the_time_to_first_byte() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(t.server().response_head_event(true).build())
+        .service_fn(slow_stream);
+    let addr = serve(svc).await;
+    let (parts, body) = send(get(addr, "/stream")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "data: one\n\ndata: two\n\ndata: three\n\n");
+
+    let spans = t.wait_spans(1).await;
+    let span = &spans[0];
+    let events: Vec<_> = span
+        .events
+        .iter()
+        .filter(|e| e.name == "http.response.head")
+        .collect();
+    assert_eq!(events.len(), 1, "{:?}", span.events);
+    let head = secs_between(span.start_time, events[0].timestamp);
+    let whole = span_secs(span);
+    // The head came at once; the body took 200 ms more.
+    assert!(head < 0.1, "head after {head} s");
+    assert!(whole >= 0.2, "span lasted {whole} s");
+
+    // Off by default.
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(t.server().build())
+        .service_fn(slow_stream);
+    let addr = serve(svc).await;
+    send(get(addr, "/stream")).await;
+    let spans = t.wait_spans(1).await;
+    assert!(spans[0].events.is_empty(), "{:?}", spans[0].events);
+}
+
+#[tokio::test]
+async fn end_at_head_ends_event_streams_at_their_head_and_no_other_response() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(
+            t.server()
+                .end_at_head(|parts| {
+                    parts
+                        .headers
+                        .get("content-type")
+                        .is_some_and(|v| v == "text/event-stream")
+                })
+                .build(),
+        )
+        .service_fn(slow_stream);
+    let addr = serve(svc).await;
+
+    let (parts, body) = send(get(addr, "/events")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "data: one\n\ndata: two\n\ndata: three\n\n");
+    let spans = t.wait_spans(1).await;
+    let events = span_with_path(&spans, "/events");
+    let secs = span_secs(events);
+    assert!(secs < 0.1, "the event stream's span lasted {secs} s");
+    assert_eq!(events.status, Status::Unset);
+    assert_eq!(
+        a(events, "http.response.status_code"),
+        Some(Value::I64(200))
+    );
+    // Its duration point is the span's; no response body size for a stream it left.
+    let points = t.f64_histogram(DURATION);
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].sum(), secs);
+    assert!(t.u64_histogram(RESPONSE_SIZE).is_empty());
+
+    // Any other response still ends at its body's end.
+    let (_, body) = send(get(addr, "/stream")).await;
+    assert_eq!(body.len(), 35);
+    let spans = t.wait_spans(2).await;
+    assert_eq!(spans.len(), 2);
+    let stream = span_with_path(&spans, "/stream");
+    assert!(span_secs(stream) >= 0.2);
+    let sizes = t.u64_histogram(RESPONSE_SIZE);
+    assert_eq!(sizes.len(), 1);
+    assert_eq!(sizes[0].sum(), 35);
+}
+
+#[tokio::test]
+async fn an_event_stream_dropped_after_its_head_ends_its_span_once() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(
+            t.server()
+                .active_requests(true)
+                .end_at_head(|parts| {
+                    parts
+                        .headers
+                        .get("content-type")
+                        .is_some_and(|v| v == "text/event-stream")
+                })
+                .build(),
+        )
+        .service_fn(|_req: Request<hyper::body::Incoming>| async {
+            let mut res = Response::new(endless_stream());
+            res.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            Ok::<_, Infallible>(res)
+        });
+    let addr = serve(svc).await;
+    // Read the head and a little of the body, then hang up.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let spans = t.wait_spans(1).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Ended once, at the head, without the drop turning it into an abort.
+    let spans_after = t.settle_spans(1).await;
+    assert_eq!(spans_after.len(), 1);
+    assert_eq!(spans[0].span_context, spans_after[0].span_context);
+    assert_eq!(a(&spans_after[0], "error.type"), None);
+    let points = t.f64_histogram(DURATION);
+    assert_eq!(points[0].count(), 1);
+    let active = t.i64_sum("http.server.active_requests");
+    assert_eq!(active.iter().map(|p| p.value()).sum::<i64>(), 0);
+}

@@ -226,6 +226,9 @@ impl ClientRecord {
     ) {
         self.status = Some(status);
         self.version = attributes::protocol_version(version);
+        if self.shared.config.common.response_head_event {
+            telemetry::response_head_event(self.cx.as_ref(), self.span_start, self.start.elapsed());
+        }
         let hooked = self
             .shared
             .config

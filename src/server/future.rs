@@ -68,7 +68,7 @@ where
             Ok(res) => {
                 // A span-name callback and the body's hints are user code: the record
                 // stays in the guard until the body owns it.
-                let (expected, bodiless, ended, timing) = guard
+                let (expected, bodiless, ended, timing, at_head) = guard
                     .user_code(|record| {
                         let record = record.as_mut()?;
                         record.on_response(&res);
@@ -77,9 +77,15 @@ where
                             record.bodiless(),
                             res.body().is_end_stream(),
                             record.server_timing(),
+                            record.ends_at_head(&res),
                         ))
                     })
-                    .unwrap_or((None, false, false, None));
+                    .unwrap_or((None, false, false, None, false));
+                if at_head {
+                    if let Some(record) = guard.take() {
+                        (*record).finish_at_head();
+                    }
+                }
                 let (mut parts, body) = res.into_parts();
                 if let Some(timing) = timing {
                     // Appended: the response's own `Server-Timing` entries stay.

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use super::Otel;
 use crate::attributes;
 use crate::config::{self, Common, ExcludedPath, Misconfigured, Options};
+use crate::enrich::ResponseParts;
 use crate::telemetry::{self, Side, Sources};
 
 /// A [`Layer`] that gives an HTTP server SERVER spans and request metrics, following the
@@ -115,6 +116,7 @@ impl<S> Layer<S> for OtelLayer {
 
 type RequestPredicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 type SpanNamer = Arc<dyn Fn(&str, Option<&str>) -> String + Send + Sync>;
+type ResponsePredicate = Arc<dyn Fn(&ResponseParts<'_>) -> bool + Send + Sync>;
 
 /// Builds an [`OtelLayer`]; made by [`OtelLayer::builder`].
 ///
@@ -133,6 +135,7 @@ pub struct OtelLayerBuilder {
     scheme: Option<String>,
     server_address_on_metrics: bool,
     server_timing: bool,
+    end_at_head: Option<ResponsePredicate>,
 }
 
 impl OtelLayerBuilder {
@@ -246,6 +249,30 @@ impl OtelLayerBuilder {
         self
     }
 
+    /// Ends the span and `http.server.request.duration` at the response head for the
+    /// responses where `predicate` returns `true`, given the response's
+    /// [`ResponseParts`](crate::enrich::ResponseParts), instead of at the body's end: for
+    /// server-sent events, long polls and other streams that stay open for minutes. The
+    /// body then streams on unrecorded: no `http.server.response.body.size` point, and a
+    /// body error or an early drop no longer changes the span. gRPC calls always end at
+    /// their trailers.
+    ///
+    /// ```
+    /// # use tower_otel_http::OtelLayer;
+    /// let layer = OtelLayer::builder()
+    ///     .end_at_head(|parts| {
+    ///         parts.headers.get("content-type").is_some_and(|v| v == "text/event-stream")
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn end_at_head<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&ResponseParts<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.end_at_head = Some(Arc::new(predicate));
+        self
+    }
+
     /// Hands the server span's context back to the caller (off by default): each
     /// response gets a `Server-Timing` entry named `traceparent`, whose description is
     /// the server span's W3C `traceparent` (`traceparent;desc="00-{trace-id}-{span-id}-{flags}"`),
@@ -355,6 +382,7 @@ impl OtelLayerBuilder {
             scheme,
             server_address_on_metrics: self.server_address_on_metrics,
             server_timing: self.server_timing,
+            end_at_head: self.end_at_head.take(),
         })
     }
 }
@@ -387,6 +415,7 @@ pub(crate) struct Config {
     pub(crate) scheme: Option<StringValue>,
     pub(crate) server_address_on_metrics: bool,
     pub(crate) server_timing: bool,
+    pub(crate) end_at_head: Option<ResponsePredicate>,
 }
 
 impl fmt::Debug for Config {
@@ -401,6 +430,7 @@ impl fmt::Debug for Config {
             .field("scheme", &self.scheme)
             .field("server_address_on_metrics", &self.server_address_on_metrics)
             .field("server_timing", &self.server_timing)
+            .field("end_at_head", &self.end_at_head.is_some())
             .finish()
     }
 }

@@ -342,6 +342,27 @@ impl ServerRecord {
         http::HeaderValue::from_str(&value).ok()
     }
 
+    /// Whether the call ends at its response head (`end_at_head`): never for gRPC, whose
+    /// status is in the trailers.
+    pub(crate) fn ends_at_head<B>(&self, res: &Response<B>) -> bool {
+        let Some(predicate) = &self.shared.config.end_at_head else {
+            return false;
+        };
+        self.rpc.is_none()
+            && predicate(&ResponseParts {
+                status: res.status(),
+                version: res.version(),
+                headers: res.headers(),
+                extensions: res.extensions(),
+            })
+    }
+
+    /// Ends the call at its response head: the span and the duration metric stop here;
+    /// the body streams on unrecorded (no response body size).
+    pub(crate) fn finish_at_head(self) {
+        self.finish(None, Cow::Borrowed(""), None);
+    }
+
     /// The labeler to put into the request's extensions, with `labels(true)`.
     pub(crate) fn labeler(&self) -> Option<&Labeler> {
         self.enriched.as_ref().and_then(|e| e.labeler())
@@ -349,6 +370,9 @@ impl ServerRecord {
 
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
         self.status = Some(res.status());
+        if self.shared.config.common.response_head_event {
+            telemetry::response_head_event(self.span_cx(), self.span_start, self.start.elapsed());
+        }
         let hooked = self
             .shared
             .config
