@@ -177,6 +177,10 @@
 //!
 //! # When the span ends and the metrics are recorded
 //!
+//! (For a response that [`end_at_head`](OtelLayerBuilder::end_at_head) picks: at its
+//! head, with no response body size. A `101 Switching Protocols` response ends at once:
+//! it has no body.)
+//!
 //! Exactly once, at the first of: the response body's last frame (or trailers, or an
 //! empty body at the start); a body error; the body dropped; the inner service's error;
 //! the response future dropped before a response. The duration metric equals the span's
