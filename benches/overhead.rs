@@ -23,7 +23,8 @@
 //!   processor) and an SDK meter provider (aggregating, never exported), or with only
 //!   one of them, or with a parent-based sampler and an unsampled parent, or with nothing
 //!   installed; `layer/enriched` is `layer/sdk` with a request hook adding one attribute
-//!   (span and metrics) and a handler adding one label.
+//!   (span and metrics) and a handler adding one label; `layer/head_event` is `layer/sdk`
+//!   with `response_head_event(true)`.
 //! - `stream/*`: the same with a 16-chunk streamed response body.
 //! - `grpc/*`: a unary gRPC call on the same request, made a gRPC one (`POST`,
 //!   `application/grpc`, a method path) in front of every `grpc/*` case, answered with
@@ -466,6 +467,12 @@ fn cases() -> Vec<Case> {
                     )
                     .service(labelling_handler()),
             ),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            name: "layer/head_event",
+            svc: layer(false, sdk().response_head_event(true)),
             traceparent: SAMPLED,
             bare_globals: false,
         },
