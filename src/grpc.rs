@@ -49,6 +49,8 @@
 use std::time::Duration;
 
 use http::HeaderMap;
+
+use crate::telemetry::Side;
 use opentelemetry::{KeyValue, StringValue, Value};
 
 /// `rpc.system.name` of every call here.
@@ -325,6 +327,56 @@ impl Rpc {
         };
         self.code = Some(code);
         code
+    }
+}
+
+/// How a call ended, everything the span's end needs but the span itself.
+pub(crate) struct Ending<'a> {
+    pub(crate) end: End,
+    /// The type or class of a failure that gave no status (an error, a panic).
+    pub(crate) failure: Option<&'static str>,
+    /// Its messages, when known.
+    pub(crate) failure_message: Option<String>,
+    pub(crate) elapsed: Duration,
+    /// The call's span, and its start.
+    pub(crate) span: Option<(&'a opentelemetry::Context, std::time::SystemTime)>,
+    pub(crate) record_exception: bool,
+}
+
+impl Rpc {
+    /// Ends the call: settles its code, sets `rpc.response.status_code` and ends the span
+    /// (an error by `side`'s rule, with the `grpc-message` or the failure's messages),
+    /// and returns the conventions' metric attributes, before the side adds
+    /// `server.address`/`server.port`.
+    pub(crate) fn end(mut self, side: Side, ending: Ending<'_>) -> crate::attributes::Attrs<8> {
+        use opentelemetry::trace::TraceContextExt as _;
+        let code = self.settle(ending.end, ending.elapsed);
+        let failed = match side {
+            Side::Server => server_error(code),
+            Side::Client => code != OK,
+        };
+        let error_type = ending.failure.or_else(|| failed.then(|| code_name(code)));
+        if let Some((cx, start)) = ending.span {
+            cx.span()
+                .set_attribute(KeyValue::new(RPC_RESPONSE_STATUS_CODE, code_name(code)));
+            let description = self.message.take().or(ending.failure_message);
+            crate::telemetry::end_span(
+                Some(cx),
+                Some(start),
+                ending.elapsed,
+                error_type,
+                description.unwrap_or_default(),
+                ending.failure.filter(|_| ending.record_exception),
+            );
+        }
+        // `UNIMPLEMENTED` from a server: a method it does not know, whose name is the
+        // caller's to choose. The metrics take `_OTHER` (the span keeps what was asked).
+        let method = if side == Side::Server && code == UNIMPLEMENTED {
+            KeyValue::new(RPC_METHOD, crate::semconv::OTHER)
+        } else {
+            self.method_attribute()
+        };
+        metric_attributes(method, code, error_type)
     }
 }
 

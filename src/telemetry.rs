@@ -243,7 +243,7 @@ impl Sources {
 }
 
 /// Which side's metric names an [`Instruments`] uses.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Side {
     Server,
     Client,

@@ -15,7 +15,7 @@ use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
-use crate::telemetry;
+use crate::telemetry::{self, Side};
 
 pub(crate) struct ClientRecord {
     shared: Arc<ClientShared>,
@@ -344,37 +344,29 @@ impl ClientRecord {
         failure: Option<&'static str>,
         failure_message: Option<String>,
     ) {
-        let Some(mut rpc) = self.rpc.take() else {
+        let Some(rpc) = self.rpc.take() else {
             return;
         };
         let elapsed = self.start.elapsed();
-        let code = rpc.settle(end, elapsed);
-        // Every code but OK is a failure on the client.
-        let error_type = failure.or_else(|| (code != grpc::OK).then(|| grpc::code_name(code)));
+        // Labels go on the span before it ends.
         let extra = match self.enriched.take() {
             Some(enriched) => enriched.finish(self.cx.as_ref()),
             None => Extra::default(),
         };
-        if let Some(cx) = &self.cx {
-            cx.span().set_attribute(KeyValue::new(
-                grpc::RPC_RESPONSE_STATUS_CODE,
-                grpc::code_name(code),
-            ));
-        }
-        let description = rpc.message.take().or(failure_message).unwrap_or_default();
-        let record_exception = self.shared.config.common.enrichment.record_exception;
-        telemetry::end_span(
-            self.cx.as_ref(),
-            self.span_start,
-            elapsed,
-            error_type,
-            description,
-            failure.filter(|_| record_exception),
+        let mut attrs = rpc.end(
+            Side::Client,
+            grpc::Ending {
+                end,
+                failure,
+                failure_message,
+                elapsed,
+                span: self.cx.as_ref().zip(self.span_start),
+                record_exception: self.shared.config.common.enrichment.record_exception,
+            },
         );
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        let mut attrs = grpc::metric_attributes(rpc.method_attribute(), code, error_type);
         self.push_server(&mut attrs);
         extra.record_with(attrs, |attrs| {
             metrics.record_rpc(attrs, elapsed.as_secs_f64())

@@ -19,7 +19,7 @@ use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
-use crate::telemetry;
+use crate::telemetry::{self, Side};
 use crate::HttpRoute;
 
 /// Why a request ended before its response body existed.
@@ -640,47 +640,29 @@ impl ServerRecord {
         failure: Option<&'static str>,
         failure_message: Option<String>,
     ) {
-        let Some(mut rpc) = self.rpc.take() else {
+        let Some(rpc) = self.rpc.take() else {
             return;
         };
         let elapsed = self.start.elapsed();
-        let code = rpc.settle(end, elapsed);
-        let error_type =
-            failure.or_else(|| grpc::server_error(code).then(|| grpc::code_name(code)));
-        // `UNIMPLEMENTED` from the server: a method it does not know. Its name is the
-        // caller's to choose, so the metrics take `_OTHER` (the span keeps what was asked).
-        let unknown_method = code == grpc::UNIMPLEMENTED && rpc.code.is_some();
+        // Labels go on the span before it ends.
         let extra = match self.enriched.take() {
             Some(enriched) => enriched.finish(self.span_cx()),
             None => Extra::default(),
         };
-        if let Some(cx) = self.span_cx() {
-            let span = cx.span();
-            span.set_attribute(KeyValue::new(
-                grpc::RPC_RESPONSE_STATUS_CODE,
-                grpc::code_name(code),
-            ));
-            let description = rpc.message.take().or(failure_message).unwrap_or_default();
-            telemetry::end_span(
-                Some(cx),
-                self.span_start,
+        let mut attrs = rpc.end(
+            Side::Server,
+            grpc::Ending {
+                end,
+                failure,
+                failure_message,
                 elapsed,
-                error_type,
-                description,
-                error_type.filter(|_| {
-                    self.shared.config.common.enrichment.record_exception && failure.is_some()
-                }),
-            );
-        }
+                span: self.span_cx().zip(self.span_start),
+                record_exception: self.shared.config.common.enrichment.record_exception,
+            },
+        );
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        let method = if unknown_method {
-            KeyValue::new(grpc::RPC_METHOD, OTHER)
-        } else {
-            rpc.method_attribute()
-        };
-        let mut attrs = grpc::metric_attributes(method, code, error_type);
         self.push_server_address(&mut attrs);
         extra.record_with(attrs, |attrs| {
             metrics.record_rpc(attrs, elapsed.as_secs_f64())
