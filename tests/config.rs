@@ -1251,3 +1251,18 @@ fn a_misconfiguration_panics_at_the_callers_build_call() {
         );
     }
 }
+
+#[test]
+#[should_panic(expected = "the `record_exception` option is on, but the layer makes no spans")]
+fn record_exception_needs_spans() {
+    let _ = OtelClientLayer::builder()
+        .traces(false)
+        .record_exception(true)
+        .build();
+}
+
+#[test]
+#[should_panic(expected = "the `target` option is empty")]
+fn an_empty_target_panics() {
+    let _ = OtelClientLayer::builder().target("  ").build();
+}

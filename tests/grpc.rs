@@ -1391,3 +1391,95 @@ mod target {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// What the module docs promise and no test above reaches: a server's own error and
+// panic, and `end_at_head`, which never cuts a gRPC call short.
+
+/// A `SayHello` request, for a service called in process.
+fn say_hello_request() -> Request<Full<Bytes>> {
+    let addr: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+    grpc_request(addr, &format!("/{SAY_HELLO}"), "application/grpc")
+}
+
+#[tokio::test]
+async fn a_server_error_or_panic_is_unknown_with_its_own_error_type() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new().layer(t.server().build()).service_fn(
+        |_req: Request<Full<Bytes>>| async {
+            Err::<Response<Full<Bytes>>, _>(std::io::Error::other("disk on fire"))
+        },
+    );
+    let err = svc.oneshot(say_hello_request()).await.unwrap_err();
+    assert_eq!(err.to_string(), "disk on fire");
+    let spans = t.wait_spans(1).await;
+    let span = &spans[0];
+    assert_eq!(span.name, SAY_HELLO);
+    assert_eq!(
+        attr(&span.attributes, "rpc.response.status_code"),
+        Some(s("UNKNOWN"))
+    );
+    assert_eq!(
+        attr(&span.attributes, "error.type"),
+        Some(s("std::io::Error"))
+    );
+    assert_eq!(
+        span.status,
+        Status::Error {
+            description: "disk on fire".into()
+        }
+    );
+    let points = t.f64_histogram(SERVER_DURATION);
+    assert_eq!(
+        attr(points[0].attributes(), "error.type"),
+        Some(s("std::io::Error"))
+    );
+
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new().layer(t.server().build()).service_fn(
+        |_req: Request<Full<Bytes>>| async {
+            if true {
+                panic!("handler bug (expected by the test)");
+            }
+            Ok::<Response<Full<Bytes>>, Infallible>(Response::new(Full::default()))
+        },
+    );
+    let call = tokio::spawn(svc.oneshot(say_hello_request()));
+    assert!(call.await.unwrap_err().is_panic());
+    let spans = t.wait_spans(1).await;
+    assert_eq!(
+        attr(&spans[0].attributes, "rpc.response.status_code"),
+        Some(s("UNKNOWN"))
+    );
+    assert_eq!(attr(&spans[0].attributes, "error.type"), Some(s("panic")));
+}
+
+#[tokio::test]
+async fn end_at_head_never_cuts_a_grpc_call_short() {
+    let t = Telemetry::new();
+    let svc = ServiceBuilder::new()
+        .layer(t.server().end_at_head(|_| true).build())
+        .service_fn(|_req: Request<Full<Bytes>>| async {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "5".parse().unwrap());
+            let frames = stream::iter([
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\x00\x00\x00\x00\x00"))),
+                Ok(Frame::trailers(trailers)),
+            ]);
+            let mut res = Response::new(StreamBody::new(frames));
+            res.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            Ok::<_, Infallible>(res)
+        });
+    let res = svc.oneshot(say_hello_request()).await.unwrap();
+    // Not ended at the head: no span until the trailers have gone by.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(t.finished_spans().is_empty());
+    res.into_body().collect().await.unwrap();
+    let spans = t.wait_spans(1).await;
+    // The status came from the trailers.
+    assert_eq!(
+        attr(&spans[0].attributes, "rpc.response.status_code"),
+        Some(s("NOT_FOUND"))
+    );
+}

@@ -447,3 +447,26 @@ async fn one_trace_across_servers_and_both_clients() {
         to_b_reqwest.span_context.span_id()
     );
 }
+
+#[tokio::test]
+async fn a_parent_context_attached_to_the_request_is_the_spans_parent() {
+    use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
+    let t = Telemetry::new();
+    let addr = echo_server().await;
+    let tracer = t.tracer_provider.tracer("caller");
+    let parent = opentelemetry::Context::new().with_span(tracer.start("caller work"));
+    let parent_id = parent.span().span_context().clone();
+    // No context is current here: only the extension can give the parent.
+    let res = otel_reqwest(&t)
+        .get(format!("http://{addr}/status/200"))
+        .with_extension(tower_otel_http::client::ParentContext(parent.clone()))
+        .send()
+        .await
+        .unwrap();
+    res.bytes().await.unwrap();
+    let spans = t.wait_spans(1).await;
+    let client = client_spans(&spans)[0];
+    assert_eq!(client.span_context.trace_id(), parent_id.trace_id());
+    assert_eq!(client.parent_span_id, parent_id.span_id());
+    parent.span().end();
+}
