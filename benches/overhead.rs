@@ -23,7 +23,8 @@
 //!   processor) and an SDK meter provider (aggregating, never exported), or with only
 //!   one of them, or with a parent-based sampler and an unsampled parent, or with nothing
 //!   installed; `layer/enriched` is `layer/sdk` with a request hook adding one attribute
-//!   (span and metrics) and a handler adding one label; `layer/head_event` is `layer/sdk`
+//!   (span and metrics) and a handler adding one label; `layer/enriched_span` the same
+//!   with the hook's attribute on the span only; `layer/head_event` is `layer/sdk`
 //!   with `response_head_event(true)`.
 //! - `stream/*`: the same with a 16-chunk streamed response body.
 //! - `grpc/*`: a unary gRPC call on the same request, made a gRPC one (`POST`,
@@ -462,6 +463,23 @@ fn cases() -> Vec<Case> {
                             .labels(true)
                             .on_request(|_parts, attributes| {
                                 attributes.metric(KeyValue::new("app.plan", "gold"));
+                            })
+                            .build(),
+                    )
+                    .service(labelling_handler()),
+            ),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            name: "layer/enriched_span",
+            svc: boxed(
+                ServiceBuilder::new()
+                    .layer(
+                        sdk()
+                            .labels(true)
+                            .on_request(|_parts, attributes| {
+                                attributes.span(KeyValue::new("app.plan", "gold"));
                             })
                             .build(),
                     )

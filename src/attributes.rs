@@ -411,42 +411,49 @@ pub(crate) fn request_body_size<B: http_body::Body>(body: &B) -> Option<u64> {
     body.size_hint().exact()
 }
 
-/// A fixed-capacity list of attributes on the stack, for recording metrics without a
-/// heap allocation per request.
-pub(crate) struct Attrs<const N: usize> {
-    items: [KeyValue; N],
-    len: usize,
+/// The attributes of a metric point: a fixed-capacity list on the stack, for recording
+/// metrics without a heap allocation per request; or, when the user added attributes to
+/// the request, their list (made with room for these).
+pub(crate) struct Attrs<const N: usize>(Inner<N>);
+
+enum Inner<const N: usize> {
+    Stack([KeyValue; N], usize),
+    Heap(Vec<KeyValue>),
 }
 
 impl<const N: usize> Attrs<N> {
     pub(crate) fn new() -> Self {
-        Self {
-            items: std::array::from_fn(|_| KeyValue::new(Key::from_static_str(""), false)),
-            len: 0,
-        }
+        Self(Inner::Stack(
+            std::array::from_fn(|_| KeyValue::new(Key::from_static_str(""), false)),
+            0,
+        ))
     }
 
-    /// Adds `kv`; beyond the capacity it is dropped (the capacity is sized for the
-    /// largest set a metric takes, so this does not happen).
+    /// The attributes pushed after `list`'s (which has the room, or grows).
+    pub(crate) fn after(list: Vec<KeyValue>) -> Self {
+        Self(Inner::Heap(list))
+    }
+
+    /// Adds `kv`; beyond the stack's capacity it is dropped (the capacity is sized for
+    /// the largest set a metric takes, so this does not happen).
     pub(crate) fn push(&mut self, kv: KeyValue) {
-        debug_assert!(self.len < N, "Attrs<{N}> is too small");
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = kv;
-            self.len += 1;
+        match &mut self.0 {
+            Inner::Stack(items, len) => {
+                debug_assert!(*len < N, "Attrs<{N}> is too small");
+                if let Some(slot) = items.get_mut(*len) {
+                    *slot = kv;
+                    *len += 1;
+                }
+            }
+            Inner::Heap(list) => list.push(kv),
         }
     }
 
     pub(crate) fn as_slice(&self) -> &[KeyValue] {
-        &self.items[..self.len]
-    }
-
-    /// The attributes, moved out, followed by `more` (moved too): one allocation, no
-    /// clone.
-    pub(crate) fn with_more(self, more: Vec<KeyValue>) -> Vec<KeyValue> {
-        let mut all = Vec::with_capacity(self.len + more.len());
-        all.extend(self.items.into_iter().take(self.len));
-        all.extend(more);
-        all
+        match &self.0 {
+            Inner::Stack(items, len) => &items[..*len],
+            Inner::Heap(list) => list,
+        }
     }
 }
 

@@ -81,7 +81,7 @@ const RESERVED: [&str; 8] = [
 /// assert_eq!(labeler.get(), [KeyValue::new("app.tenant", "acme")]);
 /// ```
 #[derive(Clone, Default)]
-pub struct Labeler(Arc<Mutex<Vec<KeyValue>>>);
+pub struct Labeler(Arc<Mutex<Small<4>>>);
 
 impl Labeler {
     /// An empty labeler.
@@ -96,28 +96,26 @@ impl Labeler {
 
     /// The labels added so far.
     pub fn get(&self) -> Vec<KeyValue> {
-        self.lock().clone()
+        self.lock().iter().cloned().collect()
     }
 
-    /// The labels, taken out: the call has ended.
-    fn take(&self) -> Vec<KeyValue> {
-        std::mem::take(&mut *self.lock())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<KeyValue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Small<4>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl From<Vec<KeyValue>> for Labeler {
     fn from(labels: Vec<KeyValue>) -> Self {
-        Self(Arc::new(Mutex::new(labels)))
+        Self(Arc::new(Mutex::new(Small {
+            more: labels,
+            ..Small::default()
+        })))
     }
 }
 
 impl fmt::Debug for Labeler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Labeler").field(&*self.lock()).finish()
+        f.debug_tuple("Labeler").field(&self.get()).finish()
     }
 }
 
@@ -175,8 +173,8 @@ pub struct ResponseParts<'a> {
 /// ```
 #[derive(Debug, Default)]
 pub struct Attributes {
-    pub(crate) span: Vec<KeyValue>,
-    pub(crate) metrics: Vec<KeyValue>,
+    pub(crate) span: Small<2>,
+    pub(crate) metrics: Small<2>,
 }
 
 impl Attributes {
@@ -192,10 +190,113 @@ impl Attributes {
         self
     }
 
-    /// Everything for the span: the span-only attributes and the metric ones (checked
-    /// when the hook returned).
-    pub(crate) fn for_span(&self) -> impl Iterator<Item = KeyValue> + '_ {
-        self.span.iter().chain(&self.metrics).cloned()
+    /// Everything for the span, added to `attrs`: the span-only attributes (moved out)
+    /// and the metric ones (cloned; checked when the hook returned).
+    pub(crate) fn move_to_span(&mut self, attrs: &mut Vec<KeyValue>) {
+        self.span.drain(|kv| attrs.push(kv));
+        attrs.extend(self.metrics.iter().cloned());
+    }
+}
+
+/// A few attributes, inline up to `N`, then on the heap: a hook or a handler that adds a
+/// few attributes allocates nothing for them.
+#[derive(Debug)]
+pub(crate) struct Small<const N: usize> {
+    /// The first `len` are `Some`.
+    inline: [Option<KeyValue>; N],
+    len: usize,
+    more: Vec<KeyValue>,
+}
+
+impl<const N: usize> Default for Small<N> {
+    fn default() -> Self {
+        Self {
+            inline: std::array::from_fn(|_| None),
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl<const N: usize> Small<N> {
+    fn push(&mut self, kv: KeyValue) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(kv);
+                self.len += 1;
+            }
+            None => self.more.push(kv),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0 && self.more.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.len + self.more.len()
+    }
+
+    pub(crate) fn iter(&self) -> SmallIter<'_, N> {
+        SmallIter {
+            small: self,
+            next: 0,
+        }
+    }
+
+    /// Moves every attribute out, in order, leaving this empty.
+    fn drain(&mut self, mut f: impl FnMut(KeyValue)) {
+        for slot in &mut self.inline[..self.len] {
+            if let Some(kv) = slot.take() {
+                f(kv);
+            }
+        }
+        self.len = 0;
+        if !self.more.is_empty() {
+            self.more.drain(..).for_each(f);
+        }
+    }
+
+    /// Drops the attributes whose keys are not the user's to set, and cuts string values
+    /// at the length limit.
+    fn sanitize(&mut self) {
+        // The usual case: nothing to drop or cut.
+        if self.iter().all(|kv| {
+            !reserved(kv.key.as_str())
+                && !matches!(&kv.value, Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN)
+        }) {
+            return;
+        }
+        let mut all = std::mem::take(self);
+        all.drain(|kv| match checked(&kv) {
+            Ok(()) => self.push(kv),
+            Err(Some(cut)) => self.push(cut),
+            Err(None) => {}
+        });
+    }
+}
+
+/// The attributes of a [`Small`], in order.
+pub(crate) struct SmallIter<'a, const N: usize> {
+    small: &'a Small<N>,
+    next: usize,
+}
+
+impl<'a, const N: usize> Iterator for SmallIter<'a, N> {
+    type Item = &'a KeyValue;
+
+    fn next(&mut self) -> Option<&'a KeyValue> {
+        let i = self.next;
+        self.next += 1;
+        match self.small.inline[..self.small.len].get(i) {
+            Some(slot) => slot.as_ref(),
+            None => self.small.more.get(i - self.small.len),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.small.len().saturating_sub(self.next);
+        (left, Some(left))
     }
 }
 
@@ -228,8 +329,8 @@ pub(crate) fn run_hook(which: &'static str, hook: impl FnOnce(&mut Attributes)) 
     let mut attributes = Attributes::default();
     let caught = catch_unwind(AssertUnwindSafe(|| hook(&mut attributes)));
     if caught.is_ok() {
-        sanitize(&mut attributes.span);
-        sanitize(&mut attributes.metrics);
+        attributes.span.sanitize();
+        attributes.metrics.sanitize();
     } else {
         crate::config::report_once(
             which,
@@ -242,48 +343,65 @@ pub(crate) fn run_hook(which: &'static str, hook: impl FnOnce(&mut Attributes)) 
     attributes
 }
 
-/// The user attributes of one request for its metric points: checked, bounded.
+/// Room kept in the user attributes' list for the attributes of the conventions, which
+/// are put after them when the metrics are recorded (no metric of this crate takes more
+/// than eight).
+const CONVENTIONS_ROOM: usize = 8;
+
+/// The user attributes of one request for its metric points: checked, bounded, one value
+/// per key, in a list with room for the conventions' attributes after them (one
+/// allocation for the whole list).
 #[derive(Debug, Default)]
 pub(crate) struct Extra {
     metrics: Vec<KeyValue>,
 }
 
 impl Extra {
-    /// Adds checked attributes (a hook's metric ones, labels).
-    pub(crate) fn add(&mut self, attributes: Vec<KeyValue>) {
-        // The usual case: nothing yet, few enough, no key given twice.
-        if self.metrics.is_empty()
-            && attributes.len() <= MAX_METRIC_ATTRIBUTES
-            && !has_repeats(&attributes)
-        {
-            self.metrics = attributes;
+    /// Adds checked attributes (a hook's metric ones, labels), moving them out of
+    /// `from`.
+    fn add<const N: usize>(&mut self, from: &mut Small<N>) {
+        if from.is_empty() {
             return;
         }
-        for kv in attributes {
-            let known = self.metrics.iter().any(|m| m.key == kv.key);
-            if self.metrics.len() == MAX_METRIC_ATTRIBUTES && !known {
-                continue;
-            }
+        if self.metrics.capacity() == 0 {
+            // Room for a few labels after a hook's attributes, without growing.
+            self.metrics =
+                Vec::with_capacity(CONVENTIONS_ROOM + from.len().clamp(4, MAX_METRIC_ATTRIBUTES));
+        }
+        let metrics = &mut self.metrics;
+        from.drain(|kv| {
             // One value per key: the last given wins, as on the span, where a later
             // attribute of the same key is the one backends show.
-            match self.metrics.iter_mut().find(|m| m.key == kv.key) {
-                Some(existing) => *existing = kv,
-                None => self.metrics.push(kv),
+            match metrics.iter().position(|m| m.key == kv.key) {
+                Some(i) => metrics[i] = kv,
+                None if metrics.len() < MAX_METRIC_ATTRIBUTES => metrics.push(kv),
+                None => {}
             }
-        }
+        });
     }
 
-    /// Calls `record` with `conventions` followed by the user attributes: the stack
-    /// array as it is when there are none, else one list, moved together.
-    pub(crate) fn record_with<const N: usize>(
-        self,
-        conventions: crate::attributes::Attrs<N>,
-        record: impl FnOnce(&[KeyValue]),
-    ) {
+    /// Adds a labeler's labels, checked, to the span and to the metric attributes.
+    fn add_labels(&mut self, labeler: &Labeler, span: Option<&opentelemetry::Context>) {
+        let mut labels = labeler.lock();
+        if labels.is_empty() {
+            return;
+        }
+        labels.sanitize();
+        if let Some(cx) = span {
+            use opentelemetry::trace::TraceContextExt as _;
+            cx.span().set_attributes(labels.iter().cloned());
+        }
+        self.add(&mut labels);
+    }
+
+    /// The list for a metric point's attributes, to which the conventions' are added:
+    /// on the stack when the user gave none, else after the user attributes (the order of
+    /// a point's attributes means nothing to the SDK).
+    pub(crate) fn attrs<const N: usize>(self) -> crate::attributes::Attrs<N> {
         if self.metrics.is_empty() {
-            record(conventions.as_slice());
+            crate::attributes::Attrs::new()
         } else {
-            record(&conventions.with_more(self.metrics));
+            crate::attributes::Attrs::after(self.metrics)
         }
     }
 
@@ -296,8 +414,8 @@ impl Extra {
     }
 }
 
-/// The user telemetry of one call, made only when something is used (a hook, a
-/// labeler), so that a call with none carries one empty pointer.
+/// The user telemetry of one call: empty (no allocation) unless something is used (a
+/// hook giving metric attributes, a labeler).
 #[derive(Debug, Default)]
 pub(crate) struct Enriched {
     extra: Extra,
@@ -308,19 +426,15 @@ pub(crate) struct Enriched {
 }
 
 impl Enriched {
-    /// `None` when there is nothing: no request-hook attributes and no labeler.
-    pub(crate) fn start(hooked: Option<Attributes>, labeler: Option<Labeler>) -> Option<Box<Self>> {
-        if hooked.is_none() && labeler.is_none() {
-            return None;
-        }
-        let mut enriched = Box::new(Self {
+    pub(crate) fn start(hooked: Option<&mut Attributes>, labeler: Option<Labeler>) -> Self {
+        let mut enriched = Self {
             labeler,
             ..Self::default()
-        });
+        };
         if let Some(hooked) = hooked {
-            enriched.extra.add(hooked.metrics);
+            enriched.extra.add(&mut hooked.metrics);
         }
-        Some(enriched)
+        enriched
     }
 
     pub(crate) fn labeler(&self) -> Option<&Labeler> {
@@ -330,69 +444,59 @@ impl Enriched {
     /// The response arrived: a labeler in its extensions, and the response hook's
     /// attributes (set on the span at once).
     pub(crate) fn on_response(
-        slot: &mut Option<Box<Self>>,
+        &mut self,
         extensions: &Extensions,
-        hooked: Option<Attributes>,
+        hooked: Option<&mut Attributes>,
         span: Option<&opentelemetry::Context>,
     ) {
         use opentelemetry::trace::TraceContextExt as _;
-        let labeler = extensions.get::<Labeler>();
-        if labeler.is_none() && hooked.is_none() {
-            return;
+        if let Some(labeler) = extensions.get::<Labeler>() {
+            self.response_labeler = Some(labeler.clone());
         }
-        let enriched = slot.get_or_insert_with(Box::default);
-        enriched.response_labeler = labeler.cloned();
         if let Some(hooked) = hooked {
             if let Some(cx) = span {
-                cx.span().set_attributes(hooked.for_span());
+                let mut attrs = Vec::with_capacity(hooked.span.len() + hooked.metrics.len());
+                hooked.move_to_span(&mut attrs);
+                cx.span().set_attributes(attrs);
             }
-            enriched.extra.add(hooked.metrics);
+            self.extra.add(&mut hooked.metrics);
         }
     }
 
     /// The call ends: the labels go on the span, and the metric attributes are handed
     /// back.
     pub(crate) fn finish(self, span: Option<&opentelemetry::Context>) -> Extra {
-        use opentelemetry::trace::TraceContextExt as _;
         let Self {
             mut extra,
             labeler,
             response_labeler,
         } = self;
-        let mut labels = labeler.as_ref().map(Labeler::take).unwrap_or_default();
-        if let Some(response) = &response_labeler {
-            labels.extend(response.take());
+        if let Some(labeler) = labeler {
+            extra.add_labels(&labeler, span);
         }
-        if !labels.is_empty() {
-            sanitize(&mut labels);
-            if let Some(cx) = span {
-                cx.span().set_attributes(labels.iter().cloned());
-            }
-            extra.add(labels);
+        if let Some(labeler) = response_labeler {
+            extra.add_labels(&labeler, span);
         }
         extra
     }
 }
 
-/// Keeps the attributes whose keys are the user's to set, with string values cut at the
-/// length limit.
-fn sanitize(attributes: &mut Vec<KeyValue>) {
-    let too_long = |kv: &KeyValue| matches!(&kv.value, Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN);
-    // The usual case: nothing to drop or cut.
-    if attributes
-        .iter()
-        .all(|kv| !reserved(kv.key.as_str()) && !too_long(kv))
-    {
-        return;
+/// Whether an attribute is the user's to set as it is: `Err(None)` drops it (a key the
+/// conventions own), `Err(Some(cut))` replaces it (a string value cut at the length
+/// limit).
+fn checked(kv: &KeyValue) -> Result<(), Option<KeyValue>> {
+    if reserved(kv.key.as_str()) {
+        return Err(None);
     }
-    attributes.retain(|kv| !reserved(kv.key.as_str()));
-    for kv in attributes.iter_mut() {
-        if let Value::String(s) = &kv.value {
-            if s.as_str().len() > attributes::MAX_VALUE_LEN {
-                let cut = attributes::bounded(s.as_str()).to_owned();
-                kv.value = Value::String(StringValue::from(Cow::Owned(cut)));
-            }
+    match &kv.value {
+        Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN => {
+            let cut = attributes::bounded(s.as_str()).to_owned();
+            Err(Some(KeyValue::new(
+                kv.key.clone(),
+                Value::String(StringValue::from(Cow::Owned(cut))),
+            )))
         }
+        _ => Ok(()),
     }
 }
 
@@ -407,14 +511,6 @@ fn reserved(key: &str) -> bool {
     }
 }
 
-/// Whether a key is given twice.
-fn has_repeats(attributes: &[KeyValue]) -> bool {
-    attributes
-        .iter()
-        .enumerate()
-        .any(|(i, kv)| attributes[..i].iter().any(|earlier| earlier.key == kv.key))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,16 +518,19 @@ mod tests {
     #[test]
     fn conventions_cannot_be_replaced_and_values_are_cut() {
         let mut extra = Extra::default();
-        let mut labels = vec![
+        let mut labels = Small::<4>::default();
+        for kv in [
             KeyValue::new("http.route", "/evil/{x}"),
             KeyValue::new("error.type", "mine"),
             KeyValue::new("", "empty"),
             KeyValue::new("app.tenant", "acme"),
             KeyValue::new("app.tenant", "other"),
             KeyValue::new("app.long", "x".repeat(5000)),
-        ];
-        sanitize(&mut labels);
-        extra.add(labels);
+        ] {
+            labels.push(kv);
+        }
+        labels.sanitize();
+        extra.add(&mut labels);
         let all = extra.with(&[]);
         assert_eq!(all.len(), 2);
         assert_eq!(all[0], KeyValue::new("app.tenant", "other"));
@@ -441,12 +540,15 @@ mod tests {
     #[test]
     fn at_most_sixteen_user_attributes() {
         let mut extra = Extra::default();
-        let labels: Vec<KeyValue> = (0..40)
-            .map(|i| KeyValue::new(format!("app.k{i}"), i64::from(i)))
-            .collect();
-        extra.add(labels);
+        let mut labels = Small::<4>::default();
+        for i in 0..40 {
+            labels.push(KeyValue::new(format!("app.k{i}"), i64::from(i)));
+        }
+        extra.add(&mut labels);
+        assert!(labels.is_empty() && labels.more.is_empty());
         // A key already there takes a later value, even with the cap reached.
-        extra.add(vec![KeyValue::new("app.k3", "late")]);
+        labels.push(KeyValue::new("app.k3", "late"));
+        extra.add(&mut labels);
         let all = extra.with(&[KeyValue::new("http.request.method", "GET")]);
         assert_eq!(all.len(), 1 + MAX_METRIC_ATTRIBUTES);
         assert_eq!(all[16].key.as_str(), "app.k15");

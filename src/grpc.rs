@@ -346,9 +346,14 @@ pub(crate) struct Ending<'a> {
 impl Rpc {
     /// Ends the call: settles its code, sets `rpc.response.status_code` and ends the span
     /// (an error by `side`'s rule, with the `grpc-message` or the failure's messages),
-    /// and returns the conventions' metric attributes, before the side adds
+    /// and adds the conventions' metric attributes to `attrs`, before the side adds
     /// `server.address`/`server.port`.
-    pub(crate) fn end(mut self, side: Side, ending: Ending<'_>) -> crate::attributes::Attrs<8> {
+    pub(crate) fn end(
+        mut self,
+        side: Side,
+        ending: Ending<'_>,
+        attrs: &mut crate::attributes::Attrs<8>,
+    ) {
         use opentelemetry::trace::TraceContextExt as _;
         let code = self.settle(ending.end, ending.elapsed);
         let failed = match side {
@@ -376,25 +381,24 @@ impl Rpc {
         } else {
             self.method_attribute()
         };
-        metric_attributes(method, code, error_type)
+        metric_attributes(attrs, method, code, error_type);
     }
 }
 
-/// The conventions' attributes of `rpc.{server,client}.call.duration`, before the side
-/// adds `server.address`/`server.port`: `method` is `rpc.method`'s attribute.
+/// Adds the conventions' attributes of `rpc.{server,client}.call.duration`, before the
+/// side adds `server.address`/`server.port`: `method` is `rpc.method`'s attribute.
 pub(crate) fn metric_attributes(
+    attrs: &mut crate::attributes::Attrs<8>,
     method: KeyValue,
     code: u8,
     error_type: Option<&'static str>,
-) -> crate::attributes::Attrs<8> {
-    let mut attrs = crate::attributes::Attrs::<8>::new();
+) {
     attrs.push(KeyValue::new(RPC_SYSTEM_NAME, SYSTEM));
     attrs.push(method);
     attrs.push(KeyValue::new(RPC_RESPONSE_STATUS_CODE, code_name(code)));
     if let Some(error_type) = error_type {
         attrs.push(KeyValue::new(crate::semconv::ERROR_TYPE, error_type));
     }
-    attrs
 }
 
 /// How a call ended, for [`Rpc::settle`].

@@ -12,7 +12,7 @@ use super::layer::ClientShared;
 use super::{ParentContext, ResendCount, UrlTemplate};
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
-use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
+use crate::enrich::{self, Enriched, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
 use crate::telemetry::{self, Side};
@@ -31,7 +31,7 @@ pub(crate) struct ClientRecord {
     status: Option<StatusCode>,
     version: Option<&'static str>,
     /// Hook attributes and labels, when any are used.
-    enriched: Option<Box<Enriched>>,
+    enriched: Enriched,
     /// A gRPC call: RPC conventions instead of HTTP ones.
     rpc: Option<Box<Rpc>>,
 }
@@ -79,7 +79,7 @@ impl ClientRecord {
         let template = req.extensions.get::<UrlTemplate>().cloned();
         let enrichment = &config.common.enrichment;
         // Before the context is injected: the caller's headers.
-        let hooked = enrichment.on_request.as_ref().map(|hook| {
+        let mut hooked = enrichment.on_request.as_ref().map(|hook| {
             let parts = RequestParts {
                 method: req.method,
                 uri: req.uri,
@@ -94,7 +94,7 @@ impl ClientRecord {
             Some(tracer) => {
                 let now = SystemTime::now();
                 span_start = Some(now);
-                let attributes = || {
+                let mut attributes = || {
                     let mut attrs = Vec::with_capacity(10);
                     if let Some(rpc) = &rpc {
                         rpc.start_attributes(&mut attrs);
@@ -107,8 +107,8 @@ impl ClientRecord {
                                 attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
                             }
                         }
-                        if let Some(hooked) = &hooked {
-                            attrs.extend(hooked.for_span());
+                        if let Some(hooked) = hooked.as_mut() {
+                            hooked.move_to_span(&mut attrs);
                         }
                         return attrs;
                     }
@@ -147,8 +147,8 @@ impl ClientRecord {
                         req.headers,
                         &config.common.request_headers,
                     ));
-                    if let Some(hooked) = &hooked {
-                        attrs.extend(hooked.for_span());
+                    if let Some(hooked) = hooked.as_mut() {
+                        hooked.move_to_span(&mut attrs);
                     }
                     attrs
                 };
@@ -199,7 +199,7 @@ impl ClientRecord {
             request_body_size,
             status: None,
             version: None,
-            enriched: Enriched::start(hooked, req.extensions.get::<Labeler>().cloned()),
+            enriched: Enriched::start(hooked.as_mut(), req.extensions.get::<Labeler>().cloned()),
             rpc,
         };
         let active = shared.metrics.as_ref().and_then(|m| m.active.as_ref());
@@ -229,7 +229,7 @@ impl ClientRecord {
         if self.shared.config.common.response_head_event {
             telemetry::response_head_event(self.cx.as_ref(), self.span_start, self.start.elapsed());
         }
-        let hooked = self
+        let mut hooked = self
             .shared
             .config
             .common
@@ -245,7 +245,8 @@ impl ClientRecord {
                 };
                 enrich::run_hook("on_response", |attributes| hook(&parts, attributes))
             });
-        Enriched::on_response(&mut self.enriched, extensions, hooked, self.cx.as_ref());
+        self.enriched
+            .on_response(extensions, hooked.as_mut(), self.cx.as_ref());
         if let Some(rpc) = &mut self.rpc {
             // A trailers-only response carries the status in its head.
             rpc.response(status, headers);
@@ -349,11 +350,9 @@ impl ClientRecord {
         };
         let elapsed = self.start.elapsed();
         // Labels go on the span before it ends.
-        let extra = match self.enriched.take() {
-            Some(enriched) => enriched.finish(self.cx.as_ref()),
-            None => Extra::default(),
-        };
-        let mut attrs = rpc.end(
+        let extra = std::mem::take(&mut self.enriched).finish(self.cx.as_ref());
+        let mut attrs = extra.attrs::<8>();
+        rpc.end(
             Side::Client,
             grpc::Ending {
                 end,
@@ -363,14 +362,13 @@ impl ClientRecord {
                 span: self.cx.as_ref().zip(self.span_start),
                 record_exception: self.shared.config.common.enrichment.record_exception,
             },
+            &mut attrs,
         );
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
         self.push_server(&mut attrs);
-        extra.record_with(attrs, |attrs| {
-            metrics.record_rpc(attrs, elapsed.as_secs_f64())
-        });
+        metrics.record_rpc(attrs.as_slice(), elapsed.as_secs_f64());
     }
 
     /// Ends the span and records the metrics. `error` is the error type of a failure.
@@ -400,10 +398,7 @@ impl ClientRecord {
             (Some(_), None) => "request failed".into(),
             (None, _) => "".into(),
         };
-        let extra = match self.enriched.take() {
-            Some(enriched) => enriched.finish(self.cx.as_ref()),
-            None => Extra::default(),
-        };
+        let extra = std::mem::take(&mut self.enriched).finish(self.cx.as_ref());
         telemetry::end_span(
             self.cx.as_ref(),
             self.span_start,
@@ -418,7 +413,7 @@ impl ClientRecord {
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        let mut attrs = Attrs::<8>::new();
+        let mut attrs = extra.attrs::<8>();
         attrs.push(KeyValue::new(
             HTTP_REQUEST_METHOD,
             Value::String(self.method.value.clone()),
@@ -442,14 +437,12 @@ impl ClientRecord {
                 Value::String(template.0.value()),
             ));
         }
-        extra.record_with(attrs, |attrs| {
-            metrics.record(
-                attrs,
-                elapsed.as_secs_f64(),
-                self.request_body_size,
-                response_bytes,
-            );
-        });
+        metrics.record(
+            attrs.as_slice(),
+            elapsed.as_secs_f64(),
+            self.request_body_size,
+            response_bytes,
+        );
         if let Some(active) = &metrics.active {
             active.add(-1, self.active_attributes().as_slice());
         }

@@ -16,7 +16,7 @@ use super::layer::Shared;
 use super::PeerAddr;
 use crate::attributes::{self, Attrs, MethodLabel};
 use crate::body::{BodyEnd, CallRecord};
-use crate::enrich::{self, Enriched, Extra, Labeler, RequestParts, ResponseParts};
+use crate::enrich::{self, Enriched, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
 use crate::telemetry::{self, Side};
@@ -60,7 +60,7 @@ pub(crate) struct ServerRecord {
     status: Option<StatusCode>,
     head: bool,
     /// Hook attributes and labels, when any are used.
-    enriched: Option<Box<Enriched>>,
+    enriched: Enriched,
     /// A gRPC call: RPC conventions instead of HTTP ones.
     rpc: Option<Box<Rpc>>,
 }
@@ -93,7 +93,7 @@ impl ServerRecord {
         let rpc = grpc::is_grpc_request(req.method(), headers)
             .then(|| Box::new(Rpc::new(uri.path(), headers)));
         let enrichment = &config.common.enrichment;
-        let hooked = enrichment.on_request.as_ref().map(|hook| {
+        let mut hooked = enrichment.on_request.as_ref().map(|hook| {
             let parts = RequestParts {
                 method: req.method(),
                 uri,
@@ -118,7 +118,7 @@ impl ServerRecord {
                 let now = SystemTime::now();
                 span_start = Some(now);
                 let parent = shared.propagation.extract(headers);
-                let attributes = || {
+                let mut attributes = || {
                     let mut attrs = Vec::with_capacity(16);
                     if let Some(rpc) = &rpc {
                         rpc.start_attributes(&mut attrs);
@@ -138,8 +138,8 @@ impl ServerRecord {
                             ));
                             attrs.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
                         }
-                        if let Some(hooked) = &hooked {
-                            attrs.extend(hooked.for_span());
+                        if let Some(hooked) = hooked.as_mut() {
+                            hooked.move_to_span(&mut attrs);
                         }
                         return attrs;
                     }
@@ -207,8 +207,8 @@ impl ServerRecord {
                         headers,
                         &config.common.request_headers,
                     ));
-                    if let Some(hooked) = &hooked {
-                        attrs.extend(hooked.for_span());
+                    if let Some(hooked) = hooked.as_mut() {
+                        hooked.move_to_span(&mut attrs);
                     }
                     attrs
                 };
@@ -276,7 +276,7 @@ impl ServerRecord {
             request_body_counter: None,
             status: None,
             head: req.method() == http::Method::HEAD,
-            enriched: Enriched::start(hooked, enrichment.labels.then(Labeler::new)),
+            enriched: Enriched::start(hooked.as_mut(), enrichment.labels.then(Labeler::new)),
             rpc,
         };
         let active = shared.metrics.as_ref().and_then(|m| m.active.as_ref());
@@ -365,7 +365,7 @@ impl ServerRecord {
 
     /// The labeler to put into the request's extensions, with `labels(true)`.
     pub(crate) fn labeler(&self) -> Option<&Labeler> {
-        self.enriched.as_ref().and_then(|e| e.labeler())
+        self.enriched.labeler()
     }
 
     pub(crate) fn on_response<B>(&mut self, res: &Response<B>) {
@@ -373,7 +373,7 @@ impl ServerRecord {
         if self.shared.config.common.response_head_event {
             telemetry::response_head_event(self.span_cx(), self.span_start, self.start.elapsed());
         }
-        let hooked = self
+        let mut hooked = self
             .shared
             .config
             .common
@@ -390,7 +390,8 @@ impl ServerRecord {
                 enrich::run_hook("on_response", |attributes| hook(&parts, attributes))
             });
         let span = self.span_start.and(self.cx.as_ref());
-        Enriched::on_response(&mut self.enriched, res.extensions(), hooked, span);
+        self.enriched
+            .on_response(res.extensions(), hooked.as_mut(), span);
         if let Some(rpc) = &mut self.rpc {
             // A trailers-only response carries the status in its head.
             rpc.response(res.status(), res.headers());
@@ -505,10 +506,7 @@ impl ServerRecord {
         } else {
             Cow::Borrowed("")
         };
-        let extra = match self.enriched.take() {
-            Some(enriched) => enriched.finish(self.span_cx()),
-            None => Extra::default(),
-        };
+        let extra = std::mem::take(&mut self.enriched).finish(self.span_cx());
         let enrichment = &self.shared.config.common.enrichment;
         telemetry::end_span(
             self.cx.as_ref(),
@@ -522,7 +520,7 @@ impl ServerRecord {
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        let mut attrs = Attrs::<8>::new();
+        let mut attrs = extra.attrs::<8>();
         attrs.push(KeyValue::new(
             HTTP_REQUEST_METHOD,
             Value::String(self.method.value.clone()),
@@ -547,14 +545,12 @@ impl ServerRecord {
             attrs.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
         }
         self.push_server_address(&mut attrs);
-        extra.record_with(attrs, |attrs| {
-            metrics.record(
-                attrs,
-                elapsed.as_secs_f64(),
-                self.request_body_size(),
-                response_bytes,
-            );
-        });
+        metrics.record(
+            attrs.as_slice(),
+            elapsed.as_secs_f64(),
+            self.request_body_size(),
+            response_bytes,
+        );
         if let Some(active) = &metrics.active {
             active.add(-1, self.active_attributes().as_slice());
         }
@@ -645,11 +641,9 @@ impl ServerRecord {
         };
         let elapsed = self.start.elapsed();
         // Labels go on the span before it ends.
-        let extra = match self.enriched.take() {
-            Some(enriched) => enriched.finish(self.span_cx()),
-            None => Extra::default(),
-        };
-        let mut attrs = rpc.end(
+        let extra = std::mem::take(&mut self.enriched).finish(self.span_cx());
+        let mut attrs = extra.attrs::<8>();
+        rpc.end(
             Side::Server,
             grpc::Ending {
                 end,
@@ -659,14 +653,13 @@ impl ServerRecord {
                 span: self.span_cx().zip(self.span_start),
                 record_exception: self.shared.config.common.enrichment.record_exception,
             },
+            &mut attrs,
         );
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
         self.push_server_address(&mut attrs);
-        extra.record_with(attrs, |attrs| {
-            metrics.record_rpc(attrs, elapsed.as_secs_f64())
-        });
+        metrics.record_rpc(attrs.as_slice(), elapsed.as_secs_f64());
     }
 }
 
