@@ -87,6 +87,9 @@
 //! - `hyper-util`: for hyper-util's legacy client, `network.peer.*` on client spans from
 //!   the connection a response came over, and transport errors told apart in
 //!   `error.type` (`connect`, `timeout`, `connection_closed`, ...).
+//! - `tracing-json`: [`logs::TraceJson`], a `tracing-subscriber` JSON event format whose
+//!   lines carry the current OpenTelemetry `trace_id` and `span_id` (adds
+//!   `tracing-subscriber` and `tracing-core` to the dependencies).
 //! - `experimental-bound-instruments`: records the metrics through handles bound once
 //!   per attribute set, with opentelemetry's experimental bound-instrument API (and turns
 //!   that API on in `opentelemetry_sdk`, which thereby becomes a dependency; with
@@ -127,6 +130,9 @@ pub mod enrich;
 mod errors;
 pub mod grpc;
 mod guard;
+#[cfg(feature = "tracing-json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-json")))]
+pub mod logs;
 mod macros;
 pub mod propagation;
 #[cfg(feature = "reqwest")]
