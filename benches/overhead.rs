@@ -26,7 +26,10 @@
 //!   (span and metrics) and a handler adding one label; `layer/enriched_span` the same
 //!   with the hook's attribute on the span only; `layer/head_event` is `layer/sdk`
 //!   with `response_head_event(true)`.
-//! - `stream/*`: the same with a 16-chunk streamed response body.
+//! - `stream/*`: the same with a 16-chunk streamed response body;
+//!   `stream/layer/message_events` is `stream/layer/sdk` with `message_events(true)` (16
+//!   `write` events); `stream/layer/end_at_head` ends every response at its head;
+//!   `layer/server_timing` is `layer/sdk` with `server_timing(true)`.
 //! - `grpc/*`: a unary gRPC call on the same request, made a gRPC one (`POST`,
 //!   `application/grpc`, a method path) in front of every `grpc/*` case, answered with
 //!   one message and `grpc-status: 0` trailers; compared with `grpc/bare`.
@@ -495,6 +498,12 @@ fn cases() -> Vec<Case> {
             bare_globals: false,
         },
         Case {
+            name: "layer/server_timing",
+            svc: layer(false, sdk().server_timing(true)),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
             name: "layer/noop",
             svc: layer(false, OtelLayer::builder()),
             traceparent: SAMPLED,
@@ -515,6 +524,18 @@ fn cases() -> Vec<Case> {
         Case {
             name: "stream/layer/sdk",
             svc: layer(true, sdk()),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            name: "stream/layer/message_events",
+            svc: layer(true, sdk().message_events(true)),
+            traceparent: SAMPLED,
+            bare_globals: false,
+        },
+        Case {
+            name: "stream/layer/end_at_head",
+            svc: layer(true, sdk().end_at_head(|_| true)),
             traceparent: SAMPLED,
             bare_globals: false,
         },

@@ -35,6 +35,7 @@ impl<B> ResponseBody<B> {
                 expected: None,
                 drop_completes: false,
                 polling: false,
+                frames: None,
             },
         }
     }
@@ -50,12 +51,14 @@ impl<B> ResponseBody<B> {
         drop_completes: bool,
         ended: bool,
     ) -> Self {
+        let frames = record.message_events().then_some(0);
         let mut guard = BodyGuard {
             record: Some(record),
             bytes: 0,
             expected,
             drop_completes,
             polling: false,
+            frames,
         };
         // A consumer that sees an empty body may never poll it.
         if ended {
@@ -95,7 +98,14 @@ impl<B: Body> Body for ResponseBody<B> {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.guard.bytes += bytes::Buf::remaining(data) as u64;
+                    let len = bytes::Buf::remaining(data) as u64;
+                    this.guard.bytes += len;
+                    if let Some(frames) = &mut this.guard.frames {
+                        *frames += 1;
+                        if let Some(record) = &this.guard.record {
+                            record.frame(*frames, len, this.guard.bytes);
+                        }
+                    }
                     // hyper stops polling once the body says it is done.
                     if this.inner.is_end_stream() {
                         this.guard.finish(BodyEnd::Complete);
@@ -163,6 +173,18 @@ pub(crate) trait CallRecord: Send + Sync + 'static {
     /// The body's trailers went by (before it ends with [`BodyEnd::Complete`]).
     fn trailers(&mut self, _trailers: &http::HeaderMap) {}
 
+    /// Whether the body's data frames are reported ([`frame`](Self::frame),
+    /// [`frames_end`](Self::frames_end)): asked once, when the body is made.
+    fn message_events(&self) -> bool {
+        false
+    }
+
+    /// The `number`th data frame (from 1) went by: `bytes`, `total` so far.
+    fn frame(&self, _number: u64, _bytes: u64, _total: u64) {}
+
+    /// The body ends (just before [`finish`](Self::finish)) after `frames` data frames.
+    fn frames_end(&self, _frames: u64, _total: u64) {}
+
     /// The body ended, `bytes` of data having passed.
     fn finish(self: Box<Self>, end: BodyEnd, bytes: u64);
 }
@@ -179,11 +201,16 @@ struct BodyGuard {
     drop_completes: bool,
     /// The inner body is being polled: a drop now is an unwind out of it.
     polling: bool,
+    /// The data frames so far, when the record reports them (message events).
+    frames: Option<u64>,
 }
 
 impl BodyGuard {
     fn finish(&mut self, end: BodyEnd) {
         if let Some(record) = self.record.take() {
+            if let Some(frames) = self.frames {
+                record.frames_end(frames, self.bytes);
+            }
             record.finish(end, self.bytes);
         }
     }

@@ -62,6 +62,7 @@ pub(crate) struct Options {
     pub(crate) body_size_metrics: Option<bool>,
     pub(crate) enrichment: Enrichment,
     pub(crate) response_head_event: bool,
+    pub(crate) message_events: bool,
 }
 
 /// The shared options, checked and completed from the environment.
@@ -75,6 +76,7 @@ pub(crate) struct Common {
     pub(crate) body_size_metrics: bool,
     pub(crate) enrichment: Enrichment,
     pub(crate) response_head_event: bool,
+    pub(crate) message_events: bool,
 }
 
 impl Options {
@@ -91,6 +93,12 @@ impl Options {
         if !traces && self.enrichment.record_exception {
             return Err(Misconfigured::new(
                 "record_exception",
+                "is on, but the layer makes no spans",
+            ));
+        }
+        if !traces && self.message_events {
+            return Err(Misconfigured::new(
+                "message_events",
                 "is on, but the layer makes no spans",
             ));
         }
@@ -187,6 +195,7 @@ impl Options {
             body_size_metrics: metrics && self.body_size_metrics.unwrap_or(body_sizes_by_default),
             enrichment: self.enrichment,
             response_head_event: self.response_head_event,
+            message_events: self.message_events,
         })
     }
 }

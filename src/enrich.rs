@@ -261,7 +261,7 @@ impl<const N: usize> Small<N> {
     /// at the length limit.
     fn sanitize(&mut self) {
         // The usual case: nothing to drop or cut.
-        if self.iter().all(|kv| {
+        if self.is_empty() || self.iter().all(|kv| {
             !reserved(kv.key.as_str())
                 && !matches!(&kv.value, Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN)
         }) {

@@ -116,6 +116,30 @@
 //!
 //! The span is ended explicitly, so a context cloned into a spawned task does not keep
 //! it open. The duration metric and the span share their start and end instants.
+//!
+//! # Message events
+//!
+//! With `message_events(true)` (server, client, reqwest; off by default), each data frame
+//! of a body that the layer sees adds a span event, as Go's
+//! `otelhttp.WithMessageEvents(ReadEvents, WriteEvents)` does:
+//!
+//! | event | when | attributes |
+//! |---|---|---|
+//! | `write` | server: a response body frame sent | `http.wrote_bytes` (the frame), `http.wrote_bytes_total` (so far) |
+//! | `read` | client: a response body frame received; server: a request body frame the handler read (axum's `Body`, with the `axum` feature) | `http.read_bytes`, `http.read_bytes_total` |
+//! | `write.summary`, `read.summary` | the body ended after more than [`MAX_MESSAGE_EVENTS`] frames | `http.{wrote,read}_bytes_total` (all of them), `http.{wrote,read}_frames` (their count) |
+//!
+//! At most [`MAX_MESSAGE_EVENTS`] frame events per direction, then one summary when the
+//! body ends: a stream of a million frames adds 51 events, not a million. The event names
+//! and the frame's byte count are Go's (they are not in the OpenTelemetry conventions,
+//! which define no HTTP body events; the RPC ones, `rpc.message`, are deprecated); the
+//! totals and the summary are this crate's. A frame is what the body yields (a chunk
+//! of a stream, one `Bytes` of a full body), not a message of the application's: a gRPC
+//! message may span frames. Only recording (sampled) spans get them; an unsampled
+//! request pays nothing per frame. The totals count what passed through the layer (on
+//! the server: what was handed to the connection, not what the client received). A client's request body, and
+//! a server request body other than axum's, pass to the inner service with their own
+//! type, unseen: they have no events.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -148,6 +172,7 @@ pub use client::{OtelClient, OtelClientLayer, OtelClientLayerBuilder, ResendCoun
 pub use enrich::Labeler;
 pub use route::{HttpRoute, HttpRouteLayer, HttpRouteService};
 pub use server::{Otel, OtelLayer, OtelLayerBuilder, PeerAddr};
+pub use telemetry::MAX_MESSAGE_EVENTS;
 
 /// The response future of [`HttpRouteService`].
 #[deprecated(since = "0.2.0", note = "renamed `route::ResponseFuture`")]

@@ -220,6 +220,19 @@ macro_rules! define_common_builder_methods {
             self
         }
 
+        /// Adds a span event for each body frame that passes (off by default), as Go's
+        /// `otelhttp.WithMessageEvents`: `write` for the frames this side sends, `read`
+        /// for those it receives, each with the frame's bytes and the running total;
+        /// bounded at [`MAX_MESSAGE_EVENTS`](crate::MAX_MESSAGE_EVENTS) per direction, then
+        /// one summary event with the totals when the body ends. See
+        /// [Message events](crate#message-events).
+        ///
+        /// `build()` panics if it is on and [`traces`](Self::traces) is off.
+        pub fn message_events(mut self, enable: bool) -> Self {
+            self.options.message_events = enable;
+            self
+        }
+
         /// Records the `active_requests` up-down counter (off by default).
         ///
         /// `build()` panics if it is on and [`metrics`](Self::metrics) is off.

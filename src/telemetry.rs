@@ -417,6 +417,91 @@ pub(crate) fn response_head_event(
     }
 }
 
+/// The most per-frame message events of one direction (`read` or `write`) on a span; the
+/// frames after them are counted in one summary event when the body ends.
+pub const MAX_MESSAGE_EVENTS: u64 = 50;
+
+/// The direction of a body's frames, from the layer's side: `Read` for what it receives
+/// (a server's request body, a client's response body), `Write` for what it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+/// The names of one direction's events and their attributes.
+struct MessageNames {
+    event: &'static str,
+    summary: &'static str,
+    bytes: &'static str,
+    total: &'static str,
+    frames: &'static str,
+}
+
+impl Direction {
+    /// Go's `otelhttp` names the event and the frame's bytes; the others are ours.
+    fn names(self) -> MessageNames {
+        match self {
+            Direction::Read => MessageNames {
+                event: "read",
+                summary: "read.summary",
+                bytes: "http.read_bytes",
+                total: "http.read_bytes_total",
+                frames: "http.read_frames",
+            },
+            Direction::Write => MessageNames {
+                event: "write",
+                summary: "write.summary",
+                bytes: "http.wrote_bytes",
+                total: "http.wrote_bytes_total",
+                frames: "http.wrote_frames",
+            },
+        }
+    }
+}
+
+/// A data frame of `bytes` went by, the `number`th (from 1), `total` bytes so far: an
+/// event while under the cap.
+pub(crate) fn message_event(
+    cx: &Context,
+    direction: Direction,
+    number: u64,
+    bytes: u64,
+    total: u64,
+) {
+    if number > MAX_MESSAGE_EVENTS {
+        return;
+    }
+    let names = direction.names();
+    cx.span().add_event(
+        names.event,
+        vec![
+            KeyValue::new(names.bytes, saturating_i64(bytes)),
+            KeyValue::new(names.total, saturating_i64(total)),
+        ],
+    );
+}
+
+/// The body ended after `frames` data frames, `total` bytes: one summary event when some
+/// frames had none, with the total bytes and the frame count.
+pub(crate) fn message_summary(cx: &Context, direction: Direction, frames: u64, total: u64) {
+    if frames <= MAX_MESSAGE_EVENTS {
+        return;
+    }
+    let names = direction.names();
+    cx.span().add_event(
+        names.summary,
+        vec![
+            KeyValue::new(names.total, saturating_i64(total)),
+            KeyValue::new(names.frames, saturating_i64(frames)),
+        ],
+    );
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Ends a request's span, if it has one: on a failure sets `error.type` and an `Error`
 /// status (with `description`; none for an error status code, which explains itself),
 /// then ends it at `span_start + elapsed`, the instant the duration metric is taken, so

@@ -15,7 +15,7 @@ use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
-use crate::telemetry::{self, Side};
+use crate::telemetry::{self, Direction, Side};
 
 pub(crate) struct ClientRecord {
     shared: Arc<ClientShared>,
@@ -482,6 +482,26 @@ impl CallRecord for ClientRecord {
     fn trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(rpc) = &mut self.rpc {
             rpc.headers(trailers);
+        }
+    }
+
+    fn message_events(&self) -> bool {
+        use opentelemetry::trace::TraceContextExt as _;
+        // Only a recording span keeps events: an unsampled request pays nothing per frame.
+        self.shared.config.common.message_events
+            && self.span_start.is_some()
+            && self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
+    }
+
+    fn frame(&self, number: u64, bytes: u64, total: u64) {
+        if let Some(cx) = &self.cx {
+            telemetry::message_event(cx, Direction::Read, number, bytes, total);
+        }
+    }
+
+    fn frames_end(&self, frames: u64, total: u64) {
+        if let Some(cx) = &self.cx {
+            telemetry::message_summary(cx, Direction::Read, frames, total);
         }
     }
 

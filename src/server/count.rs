@@ -1,5 +1,6 @@
-//! Counting the request body's bytes where the server layer can re-wrap the body
-//! without changing the request's type: axum's `Body` (with the `axum` feature).
+//! Counting the request body's bytes, and its message events, where the server layer can
+//! re-wrap the body without changing the request's type: axum's `Body` (with the `axum`
+//! feature).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +20,13 @@ impl Counter {
     }
 }
 
-/// Re-wraps an axum request body of unknown length so that its bytes are counted as the
-/// handler reads them; `None` for any other body type, or a body with nothing to read.
-pub(crate) fn count_axum_body<B: 'static>(body: &mut B) -> Option<Counter> {
+/// Re-wraps an axum request body so that its bytes are counted as the handler reads them,
+/// with a `read` event on `events`' span for each frame; `None` for any other body type,
+/// or a body with nothing to read.
+pub(crate) fn count_axum_body<B: 'static>(
+    body: &mut B,
+    events: Option<opentelemetry::Context>,
+) -> Option<Counter> {
     let body = (body as &mut dyn std::any::Any).downcast_mut::<axum::body::Body>()?;
     if body.is_end_stream() {
         return None;
@@ -31,6 +36,8 @@ pub(crate) fn count_axum_body<B: 'static>(body: &mut B) -> Option<Counter> {
     *body = axum::body::Body::new(Counting {
         inner,
         counter: counter.clone(),
+        events,
+        frames: 0,
     });
     Some(counter)
 }
@@ -41,6 +48,9 @@ pin_project! {
         #[pin]
         inner: B,
         counter: Counter,
+        // The span of the message events (`None`: off, or the body ended).
+        events: Option<opentelemetry::Context>,
+        frames: u64,
     }
 }
 
@@ -52,12 +62,38 @@ impl<B: Body> Body for Counting<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let result = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &result {
-            if let Some(data) = frame.data_ref() {
-                let n = bytes::Buf::remaining(data) as u64;
-                this.counter.0.fetch_add(n, Ordering::Relaxed);
+        let mut this = self.project();
+        let result = this.inner.as_mut().poll_frame(cx);
+        let ended = match &result {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => {
+                    let n = bytes::Buf::remaining(data) as u64;
+                    let total = this.counter.0.fetch_add(n, Ordering::Relaxed) + n;
+                    if let Some(span) = this.events {
+                        *this.frames += 1;
+                        crate::telemetry::message_event(
+                            span,
+                            crate::telemetry::Direction::Read,
+                            *this.frames,
+                            n,
+                            total,
+                        );
+                    }
+                    this.inner.is_end_stream()
+                }
+                None => frame.is_trailers(),
+            },
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
+        };
+        if ended {
+            if let Some(span) = this.events.take() {
+                crate::telemetry::message_summary(
+                    &span,
+                    crate::telemetry::Direction::Read,
+                    *this.frames,
+                    this.counter.get(),
+                );
             }
         }
         result

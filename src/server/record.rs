@@ -19,7 +19,7 @@ use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
-use crate::telemetry::{self, Side};
+use crate::telemetry::{self, Direction, Side};
 use crate::HttpRoute;
 
 /// Why a request ended before its response body existed.
@@ -289,7 +289,8 @@ impl ServerRecord {
 
     /// With the `axum` feature: an axum request body of unknown length (a chunked
     /// upload) is re-wrapped, still an `axum::body::Body`, so that the bytes the handler
-    /// reads are counted; only when the request body size is recorded.
+    /// reads are counted, when the request body size is recorded; and any axum request
+    /// body with something to read, for its `read` events, with `message_events(true)`.
     #[cfg(feature = "axum")]
     pub(crate) fn count_request_body<B: 'static>(&mut self, mut req: Request<B>) -> Request<B> {
         let recorded = self
@@ -297,8 +298,20 @@ impl ServerRecord {
             .metrics
             .as_ref()
             .is_some_and(|m| m.request_size.is_some());
-        if recorded && self.request_body_size.is_none() {
-            self.request_body_counter = super::count::count_axum_body(req.body_mut());
+        let size_needed = recorded && self.request_body_size.is_none();
+        let events = self
+            .cx
+            .as_ref()
+            .filter(|_| self.shared.config.common.message_events && self.span_start.is_some())
+            .filter(|cx| {
+                use opentelemetry::trace::TraceContextExt as _;
+                cx.span().is_recording()
+            });
+        if size_needed || events.is_some() {
+            let counter = super::count::count_axum_body(req.body_mut(), events.cloned());
+            if size_needed {
+                self.request_body_counter = counter;
+            }
         }
         req
     }
@@ -620,6 +633,26 @@ impl CallRecord for ServerRecord {
     fn trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(rpc) = &mut self.rpc {
             rpc.headers(trailers);
+        }
+    }
+
+    fn message_events(&self) -> bool {
+        use opentelemetry::trace::TraceContextExt as _;
+        // Only a recording span keeps events: an unsampled request pays nothing per frame.
+        self.shared.config.common.message_events
+            && self.span_start.is_some()
+            && self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
+    }
+
+    fn frame(&self, number: u64, bytes: u64, total: u64) {
+        if let Some(cx) = &self.cx {
+            telemetry::message_event(cx, Direction::Write, number, bytes, total);
+        }
+    }
+
+    fn frames_end(&self, frames: u64, total: u64) {
+        if let Some(cx) = &self.cx {
+            telemetry::message_summary(cx, Direction::Write, frames, total);
         }
     }
 
