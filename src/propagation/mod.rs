@@ -159,6 +159,7 @@ mod trace_context;
 mod tracestate;
 
 pub use header::{HeaderExtractor, HeaderInjector};
+pub(crate) use trace_context::push_traceparent;
 pub use trace_context::TraceContextPropagator;
 
 #[cfg(test)]

@@ -304,13 +304,18 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// `00-{trace-id}-{parent-id}-{flags}`.
 fn format_traceparent(trace_id: TraceId, span_id: SpanId, flags: u8) -> String {
     let mut out = String::with_capacity(TRACEPARENT_LEN);
-    out.push_str("00-");
-    push_hex(&mut out, &trace_id.to_bytes());
-    out.push('-');
-    push_hex(&mut out, &span_id.to_bytes());
-    out.push('-');
-    push_hex(&mut out, &[flags]);
+    push_traceparent(&mut out, trace_id, span_id, flags);
     out
+}
+
+/// Appends a version-00 `traceparent` value to `out`.
+pub(crate) fn push_traceparent(out: &mut String, trace_id: TraceId, span_id: SpanId, flags: u8) {
+    out.push_str("00-");
+    push_hex(out, &trace_id.to_bytes());
+    out.push('-');
+    push_hex(out, &span_id.to_bytes());
+    out.push('-');
+    push_hex(out, &[flags]);
 }
 
 /// Builds the `TraceState` for parsed entries. The second value is `false`

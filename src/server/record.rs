@@ -346,13 +346,17 @@ impl ServerRecord {
         if !sc.is_valid() {
             return None;
         }
-        let value = format!(
-            "traceparent;desc=\"00-{}-{}-{:02x}\"",
+        // One allocation, no formatting machinery: `traceparent;desc="00-…-…-01"`.
+        let mut value = String::with_capacity(74);
+        value.push_str("traceparent;desc=\"");
+        crate::propagation::push_traceparent(
+            &mut value,
             sc.trace_id(),
             sc.span_id(),
-            sc.trace_flags().to_u8()
+            sc.trace_flags().to_u8(),
         );
-        http::HeaderValue::from_str(&value).ok()
+        value.push('"');
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
     }
 
     /// Whether the call ends at its response head (`end_at_head`): never for gRPC, whose
