@@ -194,7 +194,9 @@ impl Attributes {
     /// and the metric ones (cloned; checked when the hook returned).
     pub(crate) fn move_to_span(&mut self, attrs: &mut Vec<KeyValue>) {
         self.span.drain(|kv| attrs.push(kv));
-        attrs.extend(self.metrics.iter().cloned());
+        if !self.metrics.is_empty() {
+            attrs.extend(self.metrics.iter().cloned());
+        }
     }
 }
 
@@ -260,11 +262,12 @@ impl<const N: usize> Small<N> {
     /// Drops the attributes whose keys are not the user's to set, and cuts string values
     /// at the length limit.
     fn sanitize(&mut self) {
-        // The usual case: nothing to drop or cut.
-        if self.is_empty() || self.iter().all(|kv| {
+        fn fine(kv: &KeyValue) -> bool {
             !reserved(kv.key.as_str())
                 && !matches!(&kv.value, Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN)
-        }) {
+        }
+        // The usual case: nothing to drop or cut.
+        if self.inline[..self.len].iter().flatten().all(fine) && self.more.iter().all(fine) {
             return;
         }
         let mut all = std::mem::take(self);
