@@ -278,7 +278,6 @@ fn splice(out: &mut impl fmt::Write, line: &str, ids: &Ids) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
-    use std::fmt::Write as _;
     use std::io;
     use std::sync::{Arc, Mutex};
 
