@@ -288,7 +288,7 @@ impl OtelLayerBuilder {
     }
 
     /// Puts a [`Labeler`](crate::Labeler) into each request's extensions (off by
-    /// default: it costs an allocation per request), for handlers to label the request's
+    /// default: it costs two allocations per request), for handlers to label the request's
     /// metric points and span (axum: `Extension<Labeler>`). A `Labeler` in the
     /// **response** extensions is read whatever this says.
     pub fn labels(mut self, enable: bool) -> Self {
