@@ -139,7 +139,8 @@
 //! request pays nothing per frame. The totals count what passed through the layer (on
 //! the server: what was handed to the connection, not what the client received). A client's request body, and
 //! a server request body other than axum's, pass to the inner service with their own
-//! type, unseen: they have no events.
+//! type, unseen: they have no events; nor has a response the server ended at its head
+//! (`end_at_head`), whose body streams on unrecorded.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
