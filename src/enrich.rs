@@ -106,10 +106,13 @@ impl Labeler {
 
 impl From<Vec<KeyValue>> for Labeler {
     fn from(labels: Vec<KeyValue>) -> Self {
-        Self(Arc::new(Mutex::new(Small {
-            more: labels,
-            ..Small::default()
-        })))
+        // Pushed one by one: the inline slots hold the first ones, so the order (which
+        // decides which value of a key wins) stays the order given.
+        let mut small = Small::default();
+        for label in labels {
+            small.push(label);
+        }
+        Self(Arc::new(Mutex::new(small)))
     }
 }
 
@@ -556,6 +559,30 @@ mod tests {
         assert_eq!(all.len(), 1 + MAX_METRIC_ATTRIBUTES);
         assert_eq!(all[16].key.as_str(), "app.k15");
         assert_eq!(all[4], KeyValue::new("app.k3", "late"));
+    }
+
+    #[test]
+    fn labels_keep_their_order_and_the_last_value_wins() {
+        let labeler = Labeler::from(vec![KeyValue::new("app.a", 1), KeyValue::new("app.b", 1)]);
+        for i in 2..7 {
+            labeler.add(KeyValue::new("app.a", i));
+        }
+        let keys: Vec<i64> = labeler
+            .get()
+            .iter()
+            .filter(|kv| kv.key.as_str() == "app.a")
+            .map(|kv| match kv.value {
+                Value::I64(i) => i,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(keys, [1, 2, 3, 4, 5, 6]);
+        let mut extra = Extra::default();
+        extra.add_labels(&labeler, None);
+        assert_eq!(
+            extra.with(&[]),
+            [KeyValue::new("app.a", 6), KeyValue::new("app.b", 1)]
+        );
     }
 
     #[test]
