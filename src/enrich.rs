@@ -12,7 +12,8 @@
 //!   a key given twice keeps its last value, as the span shows it (request hook, then
 //!   response hook, then labels). On the span the SDK's own attribute limit applies
 //!   (128 by default): the cap is for metrics, where cardinality is the cost;
-//! - string values are cut at 2048 bytes (as captured headers are);
+//! - string values, and the strings of an array value, are cut at 2048 bytes (as
+//!   captured headers are);
 //! - a user attribute cannot replace one of the conventions: a key in a namespace the
 //!   conventions own here (`http.`, `url.`, `server.`, `client.`, `network.`, `error.`,
 //!   `user_agent.`, `rpc.`) is dropped, on the span and on the metrics.
@@ -35,7 +36,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
-use opentelemetry::{KeyValue, StringValue, Value};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use crate::attributes;
 
@@ -178,28 +179,50 @@ pub struct ResponseParts<'a> {
 pub struct Attributes {
     pub(crate) span: Small<2>,
     pub(crate) metrics: Small<2>,
+    /// Bit `i`: the `i`th attribute given (of the first 64) was a metric one, so that
+    /// the span gets them all in the order given.
+    order: u64,
+    given: u32,
 }
 
 impl Attributes {
     /// Adds an attribute to the span.
     pub fn span(&mut self, attribute: KeyValue) -> &mut Self {
         self.span.push(attribute);
+        self.given = self.given.saturating_add(1);
         self
     }
 
     /// Adds an attribute to the span and to the request's metric points.
     pub fn metric(&mut self, attribute: KeyValue) -> &mut Self {
         self.metrics.push(attribute);
+        if self.given < 64 {
+            self.order |= 1 << self.given;
+        }
+        self.given = self.given.saturating_add(1);
         self
     }
 
-    /// Everything for the span, added to `attrs`: the span-only attributes (moved out)
-    /// and the metric ones (cloned; checked when the hook returned).
+    /// Everything for the span, added to `attrs` in the order given: the span-only
+    /// attributes (moved out) and the metric ones (cloned; checked when the hook
+    /// returned). Beyond the 64th, the span-only ones come first.
     pub(crate) fn move_to_span(&mut self, attrs: &mut Vec<KeyValue>) {
-        self.span.drain(|kv| attrs.push(kv));
-        if !self.metrics.is_empty() {
-            attrs.extend(self.metrics.iter().cloned());
+        if self.metrics.is_empty() {
+            self.span.drain(|kv| attrs.push(kv));
+            return;
         }
+        let mut spans = self.span.take_all();
+        let mut metrics = self.metrics.iter();
+        for i in 0..self.given.min(64) {
+            let next = if self.order & (1 << i) != 0 {
+                metrics.next().cloned()
+            } else {
+                spans.next()
+            };
+            attrs.extend(next);
+        }
+        attrs.extend(spans);
+        attrs.extend(metrics.cloned());
     }
 }
 
@@ -249,6 +272,15 @@ impl<const N: usize> Small<N> {
         }
     }
 
+    /// Every attribute, moved out in order, leaving this empty.
+    fn take_all(&mut self) -> impl Iterator<Item = KeyValue> + '_ {
+        let len = std::mem::take(&mut self.len);
+        self.inline[..len]
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.more.drain(..))
+    }
+
     /// Moves every attribute out, in order, leaving this empty.
     fn drain(&mut self, mut f: impl FnMut(KeyValue)) {
         for slot in &mut self.inline[..self.len] {
@@ -266,8 +298,7 @@ impl<const N: usize> Small<N> {
     /// at the length limit.
     fn sanitize(&mut self) {
         fn fine(kv: &KeyValue) -> bool {
-            !reserved(kv.key.as_str())
-                && !matches!(&kv.value, Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN)
+            !reserved(kv.key.as_str()) && !too_long(&kv.value)
         }
         // The usual case: nothing to drop or cut.
         if self.inline[..self.len].iter().flatten().all(fine) && self.more.iter().all(fine) {
@@ -494,15 +525,33 @@ fn checked(kv: &KeyValue) -> Result<(), Option<KeyValue>> {
     if reserved(kv.key.as_str()) {
         return Err(None);
     }
-    match &kv.value {
-        Value::String(s) if s.as_str().len() > attributes::MAX_VALUE_LEN => {
-            let cut = attributes::bounded(s.as_str()).to_owned();
-            Err(Some(KeyValue::new(
-                kv.key.clone(),
-                Value::String(StringValue::from(Cow::Owned(cut))),
-            )))
+    if !too_long(&kv.value) {
+        return Ok(());
+    }
+    let cut = |s: &StringValue| -> StringValue {
+        if s.as_str().len() > attributes::MAX_VALUE_LEN {
+            StringValue::from(Cow::Owned(attributes::bounded(s.as_str()).to_owned()))
+        } else {
+            s.clone()
         }
-        _ => Ok(()),
+    };
+    let value = match &kv.value {
+        Value::String(s) => Value::String(cut(s)),
+        Value::Array(Array::String(items)) => {
+            Value::Array(Array::String(items.iter().map(cut).collect()))
+        }
+        other => other.clone(),
+    };
+    Err(Some(KeyValue::new(kv.key.clone(), value)))
+}
+
+/// A string value, or a string in an array value, longer than the length limit.
+fn too_long(value: &Value) -> bool {
+    let long = |s: &StringValue| s.as_str().len() > attributes::MAX_VALUE_LEN;
+    match value {
+        Value::String(s) => long(s),
+        Value::Array(Array::String(items)) => items.iter().any(long),
+        _ => false,
     }
 }
 
@@ -559,6 +608,54 @@ mod tests {
         assert_eq!(all.len(), 1 + MAX_METRIC_ATTRIBUTES);
         assert_eq!(all[16].key.as_str(), "app.k15");
         assert_eq!(all[4], KeyValue::new("app.k3", "late"));
+    }
+
+    #[test]
+    fn a_hooks_attributes_reach_the_span_in_the_order_given() {
+        let mut attributes = Attributes::default();
+        attributes
+            .metric(KeyValue::new("app.k", "first"))
+            .span(KeyValue::new("app.k", "second"))
+            .span(KeyValue::new("app.s", 1))
+            .metric(KeyValue::new("app.m", 2))
+            .span(KeyValue::new("app.t", 3));
+        let mut attrs = Vec::new();
+        attributes.move_to_span(&mut attrs);
+        let keys: Vec<String> = attrs
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "app.k=first",
+                "app.k=second",
+                "app.s=1",
+                "app.m=2",
+                "app.t=3"
+            ]
+        );
+        // The metric ones stay for the metrics.
+        assert_eq!(attributes.metrics.len(), 2);
+    }
+
+    #[test]
+    fn strings_in_arrays_are_cut_too() {
+        let mut labels = Small::<4>::default();
+        labels.push(KeyValue::new(
+            "app.list",
+            Value::Array(Array::String(vec![
+                StringValue::from("short"),
+                StringValue::from("y".repeat(5000)),
+            ])),
+        ));
+        labels.sanitize();
+        let kv = labels.iter().next().unwrap();
+        let Value::Array(Array::String(items)) = &kv.value else {
+            panic!("{kv:?}");
+        };
+        assert_eq!(items[0].as_str(), "short");
+        assert_eq!(items[1].as_str().len(), attributes::MAX_VALUE_LEN);
     }
 
     #[test]

@@ -135,8 +135,8 @@
 //! which define no HTTP body events; the RPC ones, `rpc.message`, are deprecated); the
 //! totals and the summary are this crate's. A frame is what the body yields (a chunk
 //! of a stream, one `Bytes` of a full body), not a message of the application's: a gRPC
-//! message may span frames. Only recording (sampled) spans get them; an unsampled
-//! request pays nothing per frame. The totals count what passed through the layer (on
+//! message may span frames. Only recording spans get them (sampled ones, and those a
+//! sampler records without sampling); an unsampled request pays nothing per frame. The totals count what passed through the layer (on
 //! the server: what was handed to the connection, not what the client received). A client's request body, and
 //! a server request body other than axum's, pass to the inner service with their own
 //! type, unseen: they have no events; nor has a response the server ended at its head

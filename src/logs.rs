@@ -169,7 +169,15 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some(ids) = Ids::current(self.trace_flags) else {
+        // OpenTelemetry logs some of its own warnings while it holds the current context
+        // (a context attached or dropped out of order): reading it then would panic.
+        // Those lines are not a request's: they go out without ids.
+        let ids = if event.metadata().target().starts_with("opentelemetry") {
+            None
+        } else {
+            Ids::current(self.trace_flags)
+        };
+        let Some(ids) = ids else {
             return self.inner.format_event(ctx, writer, event);
         };
         LINE.with(|line| {
@@ -577,6 +585,36 @@ mod tests {
             if expected.trim_start().starts_with('{') && expected != input {
                 let value: Value = serde_json::from_str(&out).unwrap();
                 assert_eq!(value["trace_id"], TRACE_ID);
+            }
+        }
+    }
+
+    /// OpenTelemetry's own warnings, logged while it holds the current context borrowed,
+    /// are written (without ids) instead of panicking.
+    #[test]
+    fn opentelemetrys_own_warnings_are_written_without_ids() {
+        let lines = lines(TraceJson::new(), Some(context(TraceFlags::SAMPLED)), || {
+            // Attaching more contexts than its stack holds makes the API warn while it
+            // holds the stack (the `internal-logs` feature is on in this build).
+            let cx = context(TraceFlags::SAMPLED);
+            let guards: Vec<_> = (0..usize::from(u16::MAX) + 2)
+                .map(|_| cx.clone().attach())
+                .collect();
+            drop(guards);
+        });
+        assert!(
+            lines.iter().any(|line| line.contains("opentelemetry")),
+            "no warning from the API: {} lines",
+            lines.len()
+        );
+        for line in &lines {
+            let object = parse(line);
+            if object["target"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("opentelemetry")
+            {
+                assert!(!object.contains_key("trace_id"), "{line}");
             }
         }
     }

@@ -221,8 +221,9 @@ macro_rules! define_common_builder_methods {
         }
 
         /// Adds a span event for each body frame that passes (off by default), as Go's
-        /// `otelhttp.WithMessageEvents`: `write` for the frames this side sends, `read`
-        /// for those it receives, each with the frame's bytes and the running total;
+        /// `otelhttp.WithMessageEvents`: `write` for the response frames a server sends,
+        /// `read` for those a client receives (and for an axum request body a server's
+        /// handler reads), each with the frame's bytes and the running total;
         /// bounded at [`MAX_MESSAGE_EVENTS`](crate::MAX_MESSAGE_EVENTS) per direction, then
         /// one summary event with the totals when the body ends. See
         /// [Message events](crate#message-events).

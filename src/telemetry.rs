@@ -461,9 +461,11 @@ impl Direction {
 }
 
 /// A data frame of `bytes` went by, the `number`th (from 1), `total` bytes so far: an
-/// event while under the cap.
+/// event while under the cap, at `at` (the span's clock: its start plus the monotonic
+/// time since, as for its end).
 pub(crate) fn message_event(
     cx: &Context,
+    at: std::time::SystemTime,
     direction: Direction,
     number: u64,
     bytes: u64,
@@ -473,8 +475,9 @@ pub(crate) fn message_event(
         return;
     }
     let names = direction.names();
-    cx.span().add_event(
+    cx.span().add_event_with_timestamp(
         names.event,
+        at,
         vec![
             KeyValue::new(names.bytes, saturating_i64(bytes)),
             KeyValue::new(names.total, saturating_i64(total)),
@@ -484,13 +487,20 @@ pub(crate) fn message_event(
 
 /// The body ended after `frames` data frames, `total` bytes: one summary event when some
 /// frames had none, with the total bytes and the frame count.
-pub(crate) fn message_summary(cx: &Context, direction: Direction, frames: u64, total: u64) {
+pub(crate) fn message_summary(
+    cx: &Context,
+    at: std::time::SystemTime,
+    direction: Direction,
+    frames: u64,
+    total: u64,
+) {
     if frames <= MAX_MESSAGE_EVENTS {
         return;
     }
     let names = direction.names();
-    cx.span().add_event(
+    cx.span().add_event_with_timestamp(
         names.summary,
+        at,
         vec![
             KeyValue::new(names.total, saturating_i64(total)),
             KeyValue::new(names.frames, saturating_i64(frames)),

@@ -374,6 +374,46 @@ async fn server_reads_one_event_per_axum_request_body_frame() {
     assert_eq!(names.len(), reads.len() + writes.len(), "{names:?}");
 }
 
+/// A handler that stops reading (axum's body limit, here after more than 50 frames)
+/// drops the request body before its end: the `read.summary` still goes out, once, with
+/// what was read.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn a_request_body_dropped_before_its_end_still_gets_its_summary() {
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::post;
+    use axum::Router;
+
+    let t = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/upload",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .layer(DefaultBodyLimit::max(700))
+        .layer(t.server().message_events(true).build());
+    let addr = serve(app).await;
+    let req = Request::post(format!("http://{addr}/upload"))
+        .body(stream_body(&[10; 100], Duration::from_millis(2)))
+        .unwrap();
+    let res = streaming_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 413);
+
+    let spans = t.wait_spans(1).await;
+    let span = one_span(&spans, &SpanKind::Server);
+    let reads = frame_events(span, READ);
+    assert_eq!(reads.len(), 50, "{:?}", event_names(span));
+    let summaries = summary_events(span, READ_SUMMARY);
+    assert_eq!(summaries.len(), 1, "{:?}", event_names(span));
+    let (total, frames) = summaries[0];
+    assert!(frames > 50 && frames <= 100, "{summaries:?}");
+    assert!(total > 500 && total <= 1000, "{summaries:?}");
+    // The summary comes before the response's `write`, and after the 50 reads.
+    let names = event_names(span);
+    let summary = names.iter().position(|n| n == READ_SUMMARY).unwrap();
+    assert!(names[..summary].iter().filter(|n| *n == READ).count() == 50);
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. reqwest: `read` events on the CLIENT span.
 
@@ -466,10 +506,86 @@ fn reqwest_message_events_without_traces_panics() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 8. Unsampled spans get no events.
+// 8. Unsampled spans get no events; recording ones do.
+
+/// Keeps every span that ends, sampled or not (the simple exporter keeps sampled ones).
+#[derive(Debug, Clone, Default)]
+struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanProcessor for Recorded {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+    fn on_end(&self, span: SpanData) {
+        self.0.lock().unwrap().push(span);
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// A sampler that records every span without sampling it.
+#[derive(Debug, Clone)]
+struct RecordOnly;
+
+impl opentelemetry_sdk::trace::ShouldSample for RecordOnly {
+    fn should_sample(
+        &self,
+        _parent: Option<&Context>,
+        _trace_id: opentelemetry::trace::TraceId,
+        _name: &str,
+        _kind: &SpanKind,
+        _attributes: &[opentelemetry::KeyValue],
+        _links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        opentelemetry_sdk::trace::SamplingResult {
+            decision: opentelemetry_sdk::trace::SamplingDecision::RecordOnly,
+            attributes: Vec::new(),
+            trace_state: Default::default(),
+        }
+    }
+}
+
+/// The events follow the span's recording, not its sampled flag: a span recorded but
+/// not sampled (a `RecordOnly` sampler, seen by a span processor) has them.
+#[tokio::test]
+async fn recording_but_unsampled_spans_get_events() {
+    let recorded = Recorded::default();
+    let processor = recorded.clone();
+    let t = Telemetry::with_tracer(|b| b.with_sampler(RecordOnly).with_span_processor(processor));
+    let sizes = [4, 5, 6];
+    let addr = layered_streamer(
+        t.server().message_events(true).build(),
+        &sizes,
+        Duration::ZERO,
+    )
+    .await;
+    let (_, body) = send(
+        Request::get(format!("http://{addr}/"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body.len(), 15);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let span = loop {
+        if let Some(span) = recorded.0.lock().unwrap().first().cloned() {
+            break span;
+        }
+        assert!(std::time::Instant::now() < deadline, "no span ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(!span.span_context.is_sampled());
+    assert_eq!(frame_events(&span, WRITE), expected_frames(&sizes));
+}
 
 #[tokio::test]
 async fn unsampled_requests_get_no_events_and_their_bodies_pass_intact() {
+    // What an unsampled span would hold cannot be seen (it is not recorded): this checks
+    // that such requests pass intact, export nothing and panic nowhere, and that a
+    // sampled one through the same layers has its events. Which spans get events is
+    // `recording_but_unsampled_spans_get_events`.
     // Parent-based, explicitly (the SDK's default too): an unsampled parent, no span.
     let t = Telemetry::with_tracer(|b| {
         b.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))

@@ -494,14 +494,16 @@ impl CallRecord for ClientRecord {
     }
 
     fn frame(&self, number: u64, bytes: u64, total: u64) {
-        if let Some(cx) = &self.cx {
-            telemetry::message_event(cx, Direction::Read, number, bytes, total);
+        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
+            let at = span_start + self.start.elapsed();
+            telemetry::message_event(cx, at, Direction::Read, number, bytes, total);
         }
     }
 
     fn frames_end(&self, frames: u64, total: u64) {
-        if let Some(cx) = &self.cx {
-            telemetry::message_summary(cx, Direction::Read, frames, total);
+        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
+            let at = span_start + self.start.elapsed();
+            telemetry::message_summary(cx, at, Direction::Read, frames, total);
         }
     }
 

@@ -6,9 +6,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::telemetry::{self, Direction};
 
 /// The bytes of a request body read so far, shared between the body and the record.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +28,7 @@ impl Counter {
 /// or a body with nothing to read.
 pub(crate) fn count_axum_body<B: 'static>(
     body: &mut B,
-    events: Option<opentelemetry::Context>,
+    events: Option<ReadEvents>,
 ) -> Option<Counter> {
     let body = (body as &mut dyn std::any::Any).downcast_mut::<axum::body::Body>()?;
     if body.is_end_stream() {
@@ -36,10 +39,60 @@ pub(crate) fn count_axum_body<B: 'static>(
     *body = axum::body::Body::new(Counting {
         inner,
         counter: counter.clone(),
-        events,
-        frames: 0,
+        events: events.map(|events| events.counting(counter.clone())),
     });
     Some(counter)
+}
+
+/// The `read` events of a request body: its span, on the span's clock.
+pub(crate) struct ReadEvents {
+    span: opentelemetry::Context,
+    span_start: SystemTime,
+    start: Instant,
+    frames: u64,
+    /// The bytes so far (the body's counter).
+    counter: Counter,
+}
+
+impl ReadEvents {
+    pub(crate) fn new(
+        span: opentelemetry::Context,
+        span_start: SystemTime,
+        start: Instant,
+    ) -> Self {
+        Self {
+            span,
+            span_start,
+            start,
+            frames: 0,
+            counter: Counter::default(),
+        }
+    }
+
+    fn counting(mut self, counter: Counter) -> Self {
+        self.counter = counter;
+        self
+    }
+
+    fn now(&self) -> SystemTime {
+        self.span_start + self.start.elapsed()
+    }
+
+    fn frame(&mut self, bytes: u64, total: u64) {
+        self.frames += 1;
+        let at = self.now();
+        telemetry::message_event(&self.span, at, Direction::Read, self.frames, bytes, total);
+    }
+}
+
+/// The body ended, or was dropped before its end (a handler that stopped reading, a
+/// size limit): the summary, when due, goes out once either way.
+impl Drop for ReadEvents {
+    fn drop(&mut self) {
+        let at = self.now();
+        let total = self.counter.get();
+        telemetry::message_summary(&self.span, at, Direction::Read, self.frames, total);
+    }
 }
 
 pin_project! {
@@ -48,9 +101,8 @@ pin_project! {
         #[pin]
         inner: B,
         counter: Counter,
-        // The span of the message events (`None`: off, or the body ended).
-        events: Option<opentelemetry::Context>,
-        frames: u64,
+        // The message events (`None`: off, or the body ended).
+        events: Option<ReadEvents>,
     }
 }
 
@@ -64,37 +116,24 @@ impl<B: Body> Body for Counting<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let result = this.inner.as_mut().poll_frame(cx);
-        let ended = match &result {
-            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
-                Some(data) => {
+        match &result {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
                     let n = bytes::Buf::remaining(data) as u64;
                     let total = this.counter.0.fetch_add(n, Ordering::Relaxed) + n;
-                    if let Some(span) = this.events {
-                        *this.frames += 1;
-                        crate::telemetry::message_event(
-                            span,
-                            crate::telemetry::Direction::Read,
-                            *this.frames,
-                            n,
-                            total,
-                        );
+                    if let Some(events) = this.events {
+                        events.frame(n, total);
+                        if this.inner.is_end_stream() {
+                            // The summary, when due, goes out as the events are dropped.
+                            *this.events = None;
+                        }
                     }
-                    this.inner.is_end_stream()
+                } else if frame.is_trailers() {
+                    *this.events = None;
                 }
-                None => frame.is_trailers(),
-            },
-            Poll::Ready(_) => true,
-            Poll::Pending => false,
-        };
-        if ended {
-            if let Some(span) = this.events.take() {
-                crate::telemetry::message_summary(
-                    &span,
-                    crate::telemetry::Direction::Read,
-                    *this.frames,
-                    this.counter.get(),
-                );
             }
+            Poll::Ready(_) => *this.events = None,
+            Poll::Pending => {}
         }
         result
     }

@@ -307,8 +307,11 @@ impl ServerRecord {
                 use opentelemetry::trace::TraceContextExt as _;
                 cx.span().is_recording()
             });
+        let events = events.zip(self.span_start).map(|(cx, span_start)| {
+            super::count::ReadEvents::new(cx.clone(), span_start, self.start)
+        });
         if size_needed || events.is_some() {
-            let counter = super::count::count_axum_body(req.body_mut(), events.cloned());
+            let counter = super::count::count_axum_body(req.body_mut(), events);
             if size_needed {
                 self.request_body_counter = counter;
             }
@@ -649,14 +652,16 @@ impl CallRecord for ServerRecord {
     }
 
     fn frame(&self, number: u64, bytes: u64, total: u64) {
-        if let Some(cx) = &self.cx {
-            telemetry::message_event(cx, Direction::Write, number, bytes, total);
+        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
+            let at = span_start + self.start.elapsed();
+            telemetry::message_event(cx, at, Direction::Write, number, bytes, total);
         }
     }
 
     fn frames_end(&self, frames: u64, total: u64) {
-        if let Some(cx) = &self.cx {
-            telemetry::message_summary(cx, Direction::Write, frames, total);
+        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
+            let at = span_start + self.start.elapsed();
+            telemetry::message_summary(cx, at, Direction::Write, frames, total);
         }
     }
 
