@@ -362,6 +362,7 @@ impl fmt::Debug for Enrichment {
 
 /// Runs a hook, catching a panic: its attributes are then dropped, and the panic is
 /// reported once.
+#[inline]
 pub(crate) fn run_hook(which: &'static str, hook: impl FnOnce(&mut Attributes)) -> Attributes {
     let mut attributes = Attributes::default();
     let caught = catch_unwind(AssertUnwindSafe(|| hook(&mut attributes)));
@@ -546,6 +547,7 @@ fn checked(kv: &KeyValue) -> Result<(), Option<KeyValue>> {
 }
 
 /// A string value, or a string in an array value, longer than the length limit.
+#[inline]
 fn too_long(value: &Value) -> bool {
     let long = |s: &StringValue| s.as_str().len() > attributes::MAX_VALUE_LEN;
     match value {
@@ -556,6 +558,7 @@ fn too_long(value: &Value) -> bool {
 }
 
 /// An empty key, or one in a namespace the conventions own here.
+#[inline]
 fn reserved(key: &str) -> bool {
     match key.as_bytes().first() {
         None => true,
