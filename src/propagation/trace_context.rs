@@ -294,10 +294,11 @@ fn decode_hex<const N: usize>(digits: &[u8]) -> Option<u64> {
     (invalid & 0xf0 == 0).then_some(value)
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for &byte in bytes {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+/// Writes `bytes` as lowercase hex digits into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
 }
 
@@ -308,14 +309,17 @@ fn format_traceparent(trace_id: TraceId, span_id: SpanId, flags: u8) -> String {
     out
 }
 
-/// Appends a version-00 `traceparent` value to `out`.
+/// Appends a version-00 `traceparent` value to `out`: formatted on the stack, appended
+/// at once.
+#[inline]
 pub(crate) fn push_traceparent(out: &mut String, trace_id: TraceId, span_id: SpanId, flags: u8) {
-    out.push_str("00-");
-    push_hex(out, &trace_id.to_bytes());
-    out.push('-');
-    push_hex(out, &span_id.to_bytes());
-    out.push('-');
-    push_hex(out, &[flags]);
+    let mut value = [b'-'; TRACEPARENT_LEN];
+    value[..2].copy_from_slice(b"00");
+    hex_into(&mut value[3..35], &trace_id.to_bytes());
+    hex_into(&mut value[36..52], &span_id.to_bytes());
+    hex_into(&mut value[53..], &[flags]);
+    // Only ASCII was written.
+    out.push_str(std::str::from_utf8(&value).unwrap_or_default());
 }
 
 /// Builds the `TraceState` for parsed entries. The second value is `false`
