@@ -51,7 +51,10 @@ impl<B> ResponseBody<B> {
         drop_completes: bool,
         ended: bool,
     ) -> Self {
-        let frames = record.message_events().then_some(0);
+        let frames = record
+            .message_events()
+            .is_some_and(|events| events.recording())
+            .then_some(0);
         let mut guard = BodyGuard {
             record: Some(record),
             bytes: 0,
@@ -102,8 +105,9 @@ impl<B: Body> Body for ResponseBody<B> {
                     this.guard.bytes += len;
                     if let Some(frames) = &mut this.guard.frames {
                         *frames += 1;
-                        if let Some(record) = &this.guard.record {
-                            record.frame(*frames, len, this.guard.bytes);
+                        let events = this.guard.record.as_ref().and_then(|r| r.message_events());
+                        if let Some(events) = events {
+                            events.frame(*frames, len, this.guard.bytes);
                         }
                     }
                     // hyper stops polling once the body says it is done.
@@ -173,17 +177,11 @@ pub(crate) trait CallRecord: Send + Sync + 'static {
     /// The body's trailers went by (before it ends with [`BodyEnd::Complete`]).
     fn trailers(&mut self, _trailers: &http::HeaderMap) {}
 
-    /// Whether the body's data frames are reported ([`frame`](Self::frame),
-    /// [`frames_end`](Self::frames_end)): asked once, when the body is made.
-    fn message_events(&self) -> bool {
-        false
+    /// The call's message events, when they are on (`message_events(true)`) and it has
+    /// a span: the body reports its data frames there, if the span records.
+    fn message_events(&self) -> Option<crate::telemetry::MessageEvents<'_>> {
+        None
     }
-
-    /// The `number`th data frame (from 1) went by: `bytes`, `total` so far.
-    fn frame(&self, _number: u64, _bytes: u64, _total: u64) {}
-
-    /// The body ends (just before [`finish`](Self::finish)) after `frames` data frames.
-    fn frames_end(&self, _frames: u64, _total: u64) {}
 
     /// The body ended, `bytes` of data having passed.
     fn finish(self: Box<Self>, end: BodyEnd, bytes: u64);
@@ -208,8 +206,8 @@ struct BodyGuard {
 impl BodyGuard {
     fn finish(&mut self, end: BodyEnd) {
         if let Some(record) = self.record.take() {
-            if let Some(frames) = self.frames {
-                record.frames_end(frames, self.bytes);
+            if let (Some(frames), Some(events)) = (self.frames, record.message_events()) {
+                events.end(frames, self.bytes);
             }
             record.finish(end, self.bytes);
         }

@@ -460,10 +460,58 @@ impl Direction {
     }
 }
 
+/// A call's message events: its span, the span's clock, and the direction of the frames.
+pub(crate) struct MessageEvents<'a> {
+    pub(crate) cx: &'a Context,
+    pub(crate) span_start: std::time::SystemTime,
+    pub(crate) start: std::time::Instant,
+    pub(crate) direction: Direction,
+}
+
+impl<'a> MessageEvents<'a> {
+    /// `None` when the option is off or the call has no span.
+    pub(crate) fn new(
+        enabled: bool,
+        cx: Option<&'a Context>,
+        span_start: Option<std::time::SystemTime>,
+        start: std::time::Instant,
+        direction: Direction,
+    ) -> Option<Self> {
+        if !enabled {
+            return None;
+        }
+        Some(Self {
+            cx: cx?,
+            span_start: span_start?,
+            start,
+            direction,
+        })
+    }
+
+    /// Only a recording span keeps events: an unsampled call pays nothing per frame.
+    pub(crate) fn recording(&self) -> bool {
+        self.cx.span().is_recording()
+    }
+
+    /// The span's clock: its start plus the monotonic time since, as for its end.
+    fn now(&self) -> std::time::SystemTime {
+        self.span_start + self.start.elapsed()
+    }
+
+    /// The `number`th data frame (from 1) went by: `bytes`, `total` so far.
+    pub(crate) fn frame(&self, number: u64, bytes: u64, total: u64) {
+        message_event(self.cx, self.now(), self.direction, number, bytes, total);
+    }
+
+    /// The body ended after `frames` data frames, `total` bytes.
+    pub(crate) fn end(&self, frames: u64, total: u64) {
+        message_summary(self.cx, self.now(), self.direction, frames, total);
+    }
+}
+
 /// A data frame of `bytes` went by, the `number`th (from 1), `total` bytes so far: an
-/// event while under the cap, at `at` (the span's clock: its start plus the monotonic
-/// time since, as for its end).
-pub(crate) fn message_event(
+/// event while under the cap, at `at`.
+fn message_event(
     cx: &Context,
     at: std::time::SystemTime,
     direction: Direction,
@@ -487,7 +535,7 @@ pub(crate) fn message_event(
 
 /// The body ended after `frames` data frames, `total` bytes: one summary event when some
 /// frames had none, with the total bytes and the frame count.
-pub(crate) fn message_summary(
+fn message_summary(
     cx: &Context,
     at: std::time::SystemTime,
     direction: Direction,

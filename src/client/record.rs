@@ -15,7 +15,7 @@ use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
-use crate::telemetry::{self, Direction, Side};
+use crate::telemetry::{self, Direction, MessageEvents, Side};
 
 pub(crate) struct ClientRecord {
     shared: Arc<ClientShared>,
@@ -485,26 +485,14 @@ impl CallRecord for ClientRecord {
         }
     }
 
-    fn message_events(&self) -> bool {
-        use opentelemetry::trace::TraceContextExt as _;
-        // Only a recording span keeps events: an unsampled request pays nothing per frame.
-        self.shared.config.common.message_events
-            && self.span_start.is_some()
-            && self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
-    }
-
-    fn frame(&self, number: u64, bytes: u64, total: u64) {
-        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
-            let at = span_start + self.start.elapsed();
-            telemetry::message_event(cx, at, Direction::Read, number, bytes, total);
-        }
-    }
-
-    fn frames_end(&self, frames: u64, total: u64) {
-        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
-            let at = span_start + self.start.elapsed();
-            telemetry::message_summary(cx, at, Direction::Read, frames, total);
-        }
+    fn message_events(&self) -> Option<MessageEvents<'_>> {
+        MessageEvents::new(
+            self.shared.config.common.message_events,
+            self.cx.as_ref(),
+            self.span_start,
+            self.start,
+            Direction::Read,
+        )
     }
 
     fn finish(self: Box<Self>, end: BodyEnd, bytes: u64) {

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::telemetry::{self, Direction};
+use crate::telemetry::{Direction, MessageEvents};
 
 /// The bytes of a request body read so far, shared between the body and the record.
 #[derive(Clone, Debug, Default)]
@@ -74,14 +74,18 @@ impl ReadEvents {
         self
     }
 
-    fn now(&self) -> SystemTime {
-        self.span_start + self.start.elapsed()
+    fn events(&self) -> MessageEvents<'_> {
+        MessageEvents {
+            cx: &self.span,
+            span_start: self.span_start,
+            start: self.start,
+            direction: Direction::Read,
+        }
     }
 
     fn frame(&mut self, bytes: u64, total: u64) {
         self.frames += 1;
-        let at = self.now();
-        telemetry::message_event(&self.span, at, Direction::Read, self.frames, bytes, total);
+        self.events().frame(self.frames, bytes, total);
     }
 }
 
@@ -89,9 +93,7 @@ impl ReadEvents {
 /// size limit): the summary, when due, goes out once either way.
 impl Drop for ReadEvents {
     fn drop(&mut self) {
-        let at = self.now();
-        let total = self.counter.get();
-        telemetry::message_summary(&self.span, at, Direction::Read, self.frames, total);
+        self.events().end(self.frames, self.counter.get());
     }
 }
 

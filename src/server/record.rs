@@ -19,7 +19,7 @@ use crate::body::{BodyEnd, CallRecord};
 use crate::enrich::{self, Enriched, Labeler, RequestParts, ResponseParts};
 use crate::grpc::{self, Rpc};
 use crate::semconv::*;
-use crate::telemetry::{self, Direction, Side};
+use crate::telemetry::{self, Direction, MessageEvents, Side};
 use crate::HttpRoute;
 
 /// Why a request ended before its response body existed.
@@ -299,17 +299,11 @@ impl ServerRecord {
             .as_ref()
             .is_some_and(|m| m.request_size.is_some());
         let size_needed = recorded && self.request_body_size.is_none();
-        let events = self
-            .cx
-            .as_ref()
-            .filter(|_| self.shared.config.common.message_events && self.span_start.is_some())
-            .filter(|cx| {
-                use opentelemetry::trace::TraceContextExt as _;
-                cx.span().is_recording()
+        let events = CallRecord::message_events(self)
+            .filter(MessageEvents::recording)
+            .map(|events| {
+                super::count::ReadEvents::new(events.cx.clone(), events.span_start, events.start)
             });
-        let events = events.zip(self.span_start).map(|(cx, span_start)| {
-            super::count::ReadEvents::new(cx.clone(), span_start, self.start)
-        });
         if size_needed || events.is_some() {
             let counter = super::count::count_axum_body(req.body_mut(), events);
             if size_needed {
@@ -643,26 +637,14 @@ impl CallRecord for ServerRecord {
         }
     }
 
-    fn message_events(&self) -> bool {
-        use opentelemetry::trace::TraceContextExt as _;
-        // Only a recording span keeps events: an unsampled request pays nothing per frame.
-        self.shared.config.common.message_events
-            && self.span_start.is_some()
-            && self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
-    }
-
-    fn frame(&self, number: u64, bytes: u64, total: u64) {
-        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
-            let at = span_start + self.start.elapsed();
-            telemetry::message_event(cx, at, Direction::Write, number, bytes, total);
-        }
-    }
-
-    fn frames_end(&self, frames: u64, total: u64) {
-        if let (Some(cx), Some(span_start)) = (&self.cx, self.span_start) {
-            let at = span_start + self.start.elapsed();
-            telemetry::message_summary(cx, at, Direction::Write, frames, total);
-        }
+    fn message_events(&self) -> Option<MessageEvents<'_>> {
+        MessageEvents::new(
+            self.shared.config.common.message_events,
+            self.cx.as_ref(),
+            self.span_start,
+            self.start,
+            Direction::Write,
+        )
     }
 
     fn finish(self: Box<Self>, end: BodyEnd, bytes: u64) {
