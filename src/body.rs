@@ -44,6 +44,7 @@ impl<B> ResponseBody<B> {
     /// dropped before the end is not an abort (HEAD, 204, 304 on the server, whose bodies
     /// are never sent; any client body, which the caller may stop reading).
     /// `ended` is the body's `is_end_stream()`, read by the caller.
+    #[inline]
     pub(crate) fn new(
         inner: B,
         record: Record,
@@ -206,8 +207,10 @@ struct BodyGuard {
 impl BodyGuard {
     fn finish(&mut self, end: BodyEnd) {
         if let Some(record) = self.record.take() {
-            if let (Some(frames), Some(events)) = (self.frames, record.message_events()) {
-                events.end(frames, self.bytes);
+            if let Some(frames) = self.frames {
+                if let Some(events) = record.message_events() {
+                    events.end(frames, self.bytes);
+                }
             }
             record.finish(end, self.bytes);
         }
