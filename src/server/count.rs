@@ -28,7 +28,7 @@ impl Counter {
 /// or a body with nothing to read.
 pub(crate) fn count_axum_body<B: 'static>(
     body: &mut B,
-    events: Option<ReadEvents>,
+    events: Option<MessageEvents<'_>>,
 ) -> Option<Counter> {
     let body = (body as &mut dyn std::any::Any).downcast_mut::<axum::body::Body>()?;
     if body.is_end_stream() {
@@ -39,13 +39,19 @@ pub(crate) fn count_axum_body<B: 'static>(
     *body = axum::body::Body::new(Counting {
         inner,
         counter: counter.clone(),
-        events: events.map(|events| events.counting(counter.clone())),
+        events: events.map(|events| ReadEvents {
+            span: events.cx.clone(),
+            span_start: events.span_start,
+            start: events.start,
+            frames: 0,
+            counter: counter.clone(),
+        }),
     });
     Some(counter)
 }
 
 /// The `read` events of a request body: its span, on the span's clock.
-pub(crate) struct ReadEvents {
+struct ReadEvents {
     span: opentelemetry::Context,
     span_start: SystemTime,
     start: Instant,
@@ -55,25 +61,6 @@ pub(crate) struct ReadEvents {
 }
 
 impl ReadEvents {
-    pub(crate) fn new(
-        span: opentelemetry::Context,
-        span_start: SystemTime,
-        start: Instant,
-    ) -> Self {
-        Self {
-            span,
-            span_start,
-            start,
-            frames: 0,
-            counter: Counter::default(),
-        }
-    }
-
-    fn counting(mut self, counter: Counter) -> Self {
-        self.counter = counter;
-        self
-    }
-
     fn events(&self) -> MessageEvents<'_> {
         MessageEvents {
             cx: &self.span,

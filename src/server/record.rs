@@ -299,11 +299,7 @@ impl ServerRecord {
             .as_ref()
             .is_some_and(|m| m.request_size.is_some());
         let size_needed = recorded && self.request_body_size.is_none();
-        let events = CallRecord::message_events(self)
-            .filter(MessageEvents::recording)
-            .map(|events| {
-                super::count::ReadEvents::new(events.cx.clone(), events.span_start, events.start)
-            });
+        let events = CallRecord::message_events(self).filter(MessageEvents::recording);
         if size_needed || events.is_some() {
             let counter = super::count::count_axum_body(req.body_mut(), events);
             if size_needed {
