@@ -619,6 +619,25 @@ mod tests {
         }
     }
 
+    /// The per-thread line buffer is reused, but a huge line does not keep its memory.
+    #[test]
+    fn a_huge_line_does_not_keep_its_buffer() {
+        let capacity = || LINE.with(|line| line.borrow().capacity());
+        let huge = lines(TraceJson::new(), Some(context(TraceFlags::SAMPLED)), || {
+            tracing::info!(big = "x".repeat(200 * 1024).as_str(), "a huge line");
+        });
+        assert_eq!(parse(&huge[0])["trace_id"], TRACE_ID);
+        assert!(capacity() <= MAX_KEPT, "{}", capacity());
+        let small = lines(TraceJson::new(), Some(context(TraceFlags::SAMPLED)), || {
+            tracing::info!("a small line");
+        });
+        assert_eq!(parse(&small[0])["trace_id"], TRACE_ID);
+        assert!(
+            capacity() > 0,
+            "a small line's buffer is kept for the next one"
+        );
+    }
+
     #[test]
     fn ids_are_lowercase_hex() {
         let sc = SpanContext::new(

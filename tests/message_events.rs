@@ -120,33 +120,27 @@ fn int(attrs: &[opentelemetry::KeyValue], key: &str) -> i64 {
 /// The `(bytes, total)` of the span's frame events named `name` (`write` or `read`), in
 /// order; each must carry exactly these two attributes.
 fn frame_events(span: &SpanData, name: &str) -> Vec<(i64, i64)> {
-    let (bytes, total) = match name {
+    let keys = match name {
         WRITE => ("http.wrote_bytes", "http.wrote_bytes_total"),
         READ => ("http.read_bytes", "http.read_bytes_total"),
         other => panic!("not a frame event: {other}"),
     };
-    span.events
-        .iter()
-        .filter(|e| e.name == name)
-        .map(|e| {
-            assert_eq!(
-                attr_set(&e.attributes).len(),
-                2,
-                "{name} event: {:?}",
-                e.attributes
-            );
-            (int(&e.attributes, bytes), int(&e.attributes, total))
-        })
-        .collect()
+    int_pairs(span, name, keys)
 }
 
 /// The `(total bytes, frames)` of the span's summary events named `name`.
 fn summary_events(span: &SpanData, name: &str) -> Vec<(i64, i64)> {
-    let (total, frames) = match name {
+    let keys = match name {
         WRITE_SUMMARY => ("http.wrote_bytes_total", "http.wrote_frames"),
         READ_SUMMARY => ("http.read_bytes_total", "http.read_frames"),
         other => panic!("not a summary event: {other}"),
     };
+    int_pairs(span, name, keys)
+}
+
+/// The two i64 attributes `keys` of each event named `name`, in order; each event must
+/// carry exactly these two attributes.
+fn int_pairs(span: &SpanData, name: &str, (a, b): (&str, &str)) -> Vec<(i64, i64)> {
     span.events
         .iter()
         .filter(|e| e.name == name)
@@ -157,7 +151,7 @@ fn summary_events(span: &SpanData, name: &str) -> Vec<(i64, i64)> {
                 "{name} event: {:?}",
                 e.attributes
             );
-            (int(&e.attributes, total), int(&e.attributes, frames))
+            (int(&e.attributes, a), int(&e.attributes, b))
         })
         .collect()
 }
@@ -251,6 +245,26 @@ async fn server_writes_one_event_per_response_frame_with_running_totals() {
     for event in span.events.iter() {
         assert!(span.start_time <= event.timestamp && event.timestamp <= span.end_time);
     }
+}
+
+/// A response the server ends at its head (`end_at_head`) streams on unrecorded: the span
+/// has no `write` events, and the client still gets the whole body.
+#[tokio::test]
+async fn a_response_ended_at_its_head_has_no_write_events() {
+    let t = Telemetry::new();
+    let layer = t
+        .server()
+        .message_events(true)
+        .end_at_head(|_| true)
+        .build();
+    let addr = layered_streamer(layer, &FIVE, Duration::ZERO).await;
+    let (parts, body) = send(get(addr, "/stream")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, concat(&FIVE));
+
+    let spans = t.wait_spans(1).await;
+    let span = one_span(&spans, &SpanKind::Server);
+    assert_eq!(event_names(span), Vec::<String>::new());
 }
 
 #[tokio::test]
