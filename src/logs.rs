@@ -251,10 +251,9 @@ impl Ids {
     }
 
     fn hex(&mut self, bytes: &[u8]) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for b in bytes {
-            self.push(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]);
-        }
+        let end = self.len + 2 * bytes.len();
+        crate::propagation::hex_into(&mut self.buf[self.len..end], bytes);
+        self.len = end;
     }
 
     fn as_str(&self) -> Result<&str, fmt::Error> {

@@ -159,6 +159,8 @@ mod trace_context;
 mod tracestate;
 
 pub use header::{HeaderExtractor, HeaderInjector};
+#[cfg(feature = "tracing-json")]
+pub(crate) use trace_context::hex_into;
 pub(crate) use trace_context::push_traceparent;
 pub use trace_context::TraceContextPropagator;
 

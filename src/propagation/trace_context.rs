@@ -295,7 +295,7 @@ fn decode_hex<const N: usize>(digits: &[u8]) -> Option<u64> {
 }
 
 /// Writes `bytes` as lowercase hex digits into `out` (twice as long).
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
+pub(crate) fn hex_into(out: &mut [u8], bytes: &[u8]) {
     for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0x0f)];
