@@ -281,7 +281,9 @@ impl<const N: usize> Small<N> {
             .chain(self.more.drain(..))
     }
 
-    /// Moves every attribute out, in order, leaving this empty.
+    /// Moves every attribute out, in order, leaving this empty. The same as
+    /// `take_all().for_each(f)`, written out: that costs layer/enriched_span about 160
+    /// instructions more per request (callgrind).
     fn drain(&mut self, mut f: impl FnMut(KeyValue)) {
         for slot in &mut self.inline[..self.len] {
             if let Some(kv) = slot.take() {
