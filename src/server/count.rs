@@ -44,7 +44,7 @@ pub(crate) fn count_axum_body<B: 'static>(
             span_start: events.span_start,
             start: events.start,
             frames: 0,
-            counter: counter.clone(),
+            total: 0,
         }),
     });
     Some(counter)
@@ -56,8 +56,8 @@ struct ReadEvents {
     span_start: SystemTime,
     start: Instant,
     frames: u64,
-    /// The bytes so far (the body's counter).
-    counter: Counter,
+    /// The bytes so far (the running total of the last frame).
+    total: u64,
 }
 
 impl ReadEvents {
@@ -72,6 +72,7 @@ impl ReadEvents {
 
     fn frame(&mut self, bytes: u64, total: u64) {
         self.frames += 1;
+        self.total = total;
         self.events().frame(self.frames, bytes, total);
     }
 }
@@ -80,7 +81,7 @@ impl ReadEvents {
 /// size limit): the summary, when due, goes out once either way.
 impl Drop for ReadEvents {
     fn drop(&mut self) {
-        self.events().end(self.frames, self.counter.get());
+        self.events().end(self.frames, self.total);
     }
 }
 
